@@ -1,0 +1,214 @@
+"""The ``visloc`` command line: thin wrappers over the public Python functions of the same names."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import VislocError
+
+app = typer.Typer(
+    help="visloc: find where a photo was taken and what it matches.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+map_app = typer.Typer(help="Build maps of database images.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate outputs against ground truth.", no_args_is_help=True)
+world_app = typer.Typer(help="The embedded synthetic world.", no_args_is_help=True)
+app.add_typer(map_app, name="map")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(world_app, name="world")
+
+logger = logging.getLogger("visloc")
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only log warnings and errors.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss").setLevel(max(level, logging.WARNING))
+
+
+def _parse_options(items: list[str] | None) -> dict:
+    """``key=value`` pairs; values are parsed as int, float, bool or left as strings."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+    return out
+
+
+def _dataset_options(camera: str | None, poses: Path | None, fmt: str) -> dict:
+    options: dict = {"format": fmt}
+    if camera:
+        options["camera"] = camera if not Path(camera).is_file() else Path(camera)
+    if poses:
+        options["poses"] = poses
+    return options
+
+
+# --- demo ---------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder (world, map, poses, results.json, report.html).")] = Path(
+        "visloc_demo"
+    ),
+    method: Annotated[str, typer.Option(help="Pose estimator: auto, pnp (needs 3D points) or essential.")] = "auto",
+    scenes: Annotated[int, typer.Option(help="Number of scenes in the embedded world.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the embedded world.")] = 0,
+    quick: Annotated[bool, typer.Option(help="A smaller world (2 scenes, fewer frames) for a fast check.")] = False,
+) -> None:
+    """Make the embedded world, map it, localize its test traversal, evaluate and write a report."""
+    from .datasets.synthetic import WorldConfig
+    from .demo import run_demo
+    from .localization import LocalizeConfig
+
+    world = WorldConfig(num_scenes=scenes, seed=seed)
+    if quick:
+        world = WorldConfig(num_scenes=min(scenes, 2), seed=seed, train_traversals=2,
+                            frames_per_train_traversal=15, frames_per_test_traversal=8)
+    outputs = run_demo(out, world, localize_config=LocalizeConfig(method=method))
+    typer.echo(outputs.results.format_table())
+    typer.echo(f"\nresults: {out / 'results.json'}\nreport:  {outputs.report}")
+    typer.echo("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outputs.seconds.items()))
+
+
+# --- world --------------------------------------------------------------------------------------------
+@world_app.command("make")
+def world_make(
+    out: Annotated[Path, typer.Argument(help="Folder to write the world to (7-Scenes layout).")],
+    scenes: Annotated[int, typer.Option(help="Number of scenes (rooms) in the one world frame.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+    option: Annotated[list[str] | None, typer.Option("--set", help="Other WorldConfig fields, key=value.")] = None,
+) -> None:
+    """Write the embedded world: scenes, training traversals and a test traversal with exact ground truth."""
+    from .datasets.synthetic import WorldConfig, make_world
+
+    root = make_world(out, WorldConfig(num_scenes=scenes, seed=seed, **_parse_options(option)))
+    typer.echo(str(root))
+
+
+# --- map ----------------------------------------------------------------------------------------------
+@map_app.command("build")
+def map_build(
+    dataset: Annotated[Path, typer.Argument(help="Data set folder: 7-Scenes/University layout, TUM RGB-D, or images.")],
+    out: Annotated[Path, typer.Option(help="Map folder to create (a rerun resumes).")],
+    split: Annotated[str | None, typer.Option(help="Frames that form the map: train, test, all, even, odd.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
+    camera: Annotated[str | None, typer.Option(help="Intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
+    poses: Annotated[Path | None, typer.Option(help="hloc pose file (image folders only).")] = None,
+    extractor: Annotated[str, typer.Option(help="Local features: sift or aliked.")] = "sift",
+    points: Annotated[str, typer.Option(help="3D points: auto, depth, triangulate or none.")] = "auto",
+    extractor_option: Annotated[list[str] | None, typer.Option("--extractor-set", help="Extractor option key=value.")] = None,
+) -> None:
+    """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
+    from .localization import MapConfig, build_map
+
+    config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points)
+    summary = build_map(dataset, out, config, split=split, **_dataset_options(camera, poses, fmt))
+    typer.echo(f"map of {summary.num_images} images ({summary.points} points) in {summary.root}, "
+               f"{len(summary.skipped)} skipped, {summary.seconds:.1f} s")
+    for s in summary.skipped:
+        typer.echo(f"  skipped {s}")
+
+
+# --- localize -----------------------------------------------------------------------------------------
+@app.command()
+def localize(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder made by `visloc map build`.")],
+    queries: Annotated[Path, typer.Argument(help="Query data set folder or folder of images.")],
+    out: Annotated[Path, typer.Option(help="Pose file to write (hloc format); details go to OUT.log.json.")],
+    method: Annotated[str, typer.Option(help="auto, pnp or essential.")] = "auto",
+    split: Annotated[str, typer.Option(help="Which frames of a data set folder are queries.")] = "test",
+    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
+    camera: Annotated[str | None, typer.Option(help="Query intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
+    num_retrieved: Annotated[int, typer.Option(help="Database images retrieved per query.")] = 10,
+) -> None:
+    """Localize query images against a map."""
+    from .localization import LocalizeConfig
+    from .localization import localize as run
+
+    summary = run(map_dir, queries, out, LocalizeConfig(method=method, num_retrieved=num_retrieved), split=split,
+                  **_dataset_options(camera, None, fmt))
+    typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
+    for s in summary.skipped:
+        typer.echo(f"  skipped {s}")
+
+
+# --- evaluate -----------------------------------------------------------------------------------------
+@evaluate_app.command("localization")
+def evaluate_localization(
+    poses: Annotated[Path, typer.Argument(help="Estimated poses (hloc format).")],
+    gt: Annotated[Path, typer.Option(help="Ground truth: an hloc pose file or a data set folder.")],
+    split: Annotated[str, typer.Option(help="Split of a ground-truth data set folder.")] = "test",
+    out: Annotated[Path | None, typer.Option(help="results.json to write (default: next to POSES).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.html with top-view figures.")] = None,
+    map_dir: Annotated[Path | None, typer.Option("--map", help="Map folder, to draw database cameras.")] = None,
+) -> None:
+    """Median errors and recall at (1cm,1deg) ... (5m,10deg) per scene; writes results.json."""
+    from .datasets import load_frames
+    from .evaluation.localization import default_scene_of, evaluate_localization_files
+    from .io.poses import read_poses
+
+    scene_of = None
+    if gt.is_file():
+        truth = read_poses(gt)
+    else:
+        frames = load_frames(gt, split=split, require_poses=True)
+        truth, scenes = frames.poses(), {f.name: f.scene for f in frames.frames}
+        scene_of = lambda name: scenes.get(name) or default_scene_of(name)  # noqa: E731
+    results = evaluate_localization_files(poses, truth, scene_of=scene_of)
+    out = out or poses.with_name("results.json")
+    results.write(out)
+    typer.echo(results.format_table())
+    typer.echo(f"\nresults: {out}")
+    if report:
+        from .localization import Map
+        from .viz import write_report
+        from .viz.localization import topview_figures
+
+        db = Map(map_dir) if map_dir else None
+        figures = topview_figures(report / "figures", truth, read_poses(poses), db.poses if db else None,
+                                  db.scenes if db else None)
+        typer.echo(f"report:  {write_report(report, results, figures, f'visloc evaluation: {poses}')}")
+
+
+# --- models -------------------------------------------------------------------------------------------
+@app.command()
+def models() -> None:
+    """List the registered components (local features, matchers, global descriptors)."""
+    from .features import extractors
+    from .matching import matchers
+    from .retrieval import global_descriptors
+
+    for reg in (extractors, matchers, global_descriptors):
+        typer.echo(f"{reg.kind}: {', '.join(reg.names())}")
+
+
+def main() -> None:
+    try:
+        app()
+    except VislocError as e:
+        logging.getLogger("visloc").error("%s", e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""A plain folder of images, with optional hloc poses and intrinsics.
+
+* Poses: an hloc pose file (``name qw qx qy qz tx ty tz``, world-to-camera), read by
+  :func:`visloc.io.poses.read_poses`; it is already visloc's convention.
+* Intrinsics: one COLMAP camera string for every image (``PINHOLE 640 480 525 525 320 240``), a
+  :class:`~visloc.geometry.Camera`, or a file in hloc's query-list format (``name MODEL W H params...``
+  per line).
+
+Image names are paths relative to the folder, with ``/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import InputError
+from ..geometry import CAMERA_MODELS, Camera, InvalidCameraError, Pose
+from ..io.images import list_images
+from ..io.poses import read_poses
+from ._common import image_size, select_split
+from .base import Frame, FrameSet, Skipped
+
+logger = logging.getLogger(__name__)
+
+FOLDER_SPLITS = ("all", "even", "odd")
+#: A folder has no train/test split: the caller chose the folder for its role, so both read it all.
+_SPLIT_ALIASES = {"train": "all", "test": "all"}
+#: Largest relative difference between the aspect ratios of a camera and an image it is scaled to.
+_ASPECT_TOL = 0.01
+
+
+def read_query_list(path: str | Path) -> dict[str, Camera]:
+    """Read an hloc query list with intrinsics: ``name MODEL WIDTH HEIGHT params...`` per line.
+
+    Raises:
+        InputError: the file is missing or a line does not parse (the message names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "intrinsics file does not exist")
+    cameras: dict[str, Camera] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, _, rest = text.partition(" ")
+        try:
+            cameras[name] = Camera.from_colmap_string(rest)
+        except InvalidCameraError as e:
+            raise InputError(path, f"line {lineno} ({name}): {e}") from None
+    return cameras
+
+
+def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | None, dict[str, Camera] | None]:
+    """Interpret the ``camera`` option: one camera for all images, or a per-image intrinsics file.
+
+    A string whose first word is a COLMAP model name is a camera string; any other string is a path.
+
+    Returns:
+        ``(shared camera, None)``, ``(None, per-image cameras)`` or ``(None, None)``.
+
+    Raises:
+        InvalidCameraError: a malformed camera string.
+        InputError: a missing or malformed intrinsics file.
+    """
+    if camera is None or isinstance(camera, Camera):
+        return camera, None
+    text = str(camera).strip()
+    if isinstance(camera, str) and text.split(" ", 1)[0] in CAMERA_MODELS:
+        return Camera.from_colmap_string(text), None
+    return None, read_query_list(camera)
+
+
+def _fit(camera: Camera, size: tuple[int, int]) -> Camera | None:
+    """``camera`` for an image of ``size``: as is, rescaled (same aspect ratio), or ``None``."""
+    width, height = size
+    if (camera.width, camera.height) == (width, height):
+        return camera
+    sx, sy = width / camera.width, height / camera.height
+    if abs(sx / sy - 1.0) > _ASPECT_TOL:
+        return None
+    scaled = camera.scaled(sx, sy)
+    return Camera(scaled.model, width, height, scaled.params)
+
+
+def _camera_for(
+    name: str,
+    path: Path,
+    shared: Camera | None,
+    per_image: dict[str, Camera] | None,
+    source: object,
+) -> tuple[Camera | None, str]:
+    """Intrinsics of one image, or ``(None, reason)``."""
+    if per_image is not None:
+        cam = per_image.get(name)
+        return (cam, "") if cam is not None else (None, f"no intrinsics for this image in {source}")
+    if shared is None:
+        return None, "no intrinsics"
+    try:
+        size = image_size(path)
+    except InputError as e:
+        return None, e.problem
+    cam = _fit(shared, size)
+    if cam is None:
+        return None, f"image is {size[0]}x{size[1]}, camera is {shared.width}x{shared.height} (other aspect ratio)"
+    return cam, ""
+
+
+def read_image_folder(
+    root: str | Path,
+    poses: str | Path | dict[str, Pose] | None = None,
+    camera: Camera | str | Path | None = None,
+    require_poses: bool = False,
+    split: str = "all",
+) -> FrameSet:
+    """Read a folder of images (recursively) with optional poses and intrinsics.
+
+    Args:
+        root: the image folder; names are paths relative to it.
+        poses: an hloc pose file (world-to-camera) or a ``{name: Pose}`` mapping.
+        camera: a :class:`Camera` or COLMAP camera string for every image, or an hloc query-list file
+            (``name MODEL W H params...``). A shared camera defined at another size with the same
+            aspect ratio is rescaled to each image.
+        require_poses: ``False``: images without a pose get ``pose=None`` (queries); ``True``: they are
+            listed in :attr:`FrameSet.skipped` (a map needs every pose).
+        split: ``all``, ``even`` or ``odd`` (position in the name-sorted image list); ``train`` and
+            ``test`` mean ``all`` (the folder itself is the split).
+
+    Returns:
+        The frames sorted by name. Images without intrinsics (or of a size the shared camera cannot be
+        scaled to), unreadable image headers, poses whose image is missing and, with ``require_poses``,
+        images without a pose are listed in :attr:`FrameSet.skipped`.
+
+    Raises:
+        InputError: the folder is missing or holds no image, no intrinsics were given, or the pose /
+            intrinsics file is malformed.
+        ValueError: unknown ``split``.
+    """
+    split = _SPLIT_ALIASES.get(split, split)
+    if split not in FOLDER_SPLITS:
+        raise ValueError(f"an image folder has no split {split!r}; choose one of {', '.join(FOLDER_SPLITS)}")
+    root = Path(root)
+    files = list_images(root)
+    shared, per_image = parse_camera_option(camera)
+    if shared is None and per_image is None:
+        raise InputError(
+            root, "no intrinsics: pass camera='MODEL WIDTH HEIGHT PARAMS...' or an hloc query-list file"
+        )
+    pose_map: dict[str, Pose] = {}
+    pose_source = Path("<poses>")
+    if isinstance(poses, dict):
+        pose_map = dict(poses)
+    elif poses is not None:
+        pose_source = Path(poses)
+        pose_map = read_poses(pose_source)
+
+    named = {p.relative_to(root).as_posix(): p for p in files}
+    frames: list[Frame] = []
+    skipped: list[Skipped] = []
+    for name, path in select_split(sorted(named.items()), split, FOLDER_SPLITS, "image folder"):
+        pose = pose_map.get(name)
+        if pose is None and require_poses:
+            skipped.append(Skipped(name, path, f"no pose for this image in {pose_source}"))
+            continue
+        cam, problem = _camera_for(name, path, shared, per_image, camera)
+        if cam is None:
+            skipped.append(Skipped(name, path, problem))
+            continue
+        frames.append(Frame(name, path, cam, pose, scene=root.name))
+
+    if split == "all":
+        for name in sorted(set(pose_map) - set(named)):
+            skipped.append(Skipped(name, root / name, f"pose in {pose_source} but no such image"))
+    for s in skipped:
+        logger.warning("skipped %s", s)
+    logger.info("image folder %s (%s): %d frames, %d skipped", root, split, len(frames), len(skipped))
+    return FrameSet(root=root, frames=frames, skipped=skipped, format="folder")

@@ -1,0 +1,1 @@
+"""File formats (hloc-compatible) and safe IO."""

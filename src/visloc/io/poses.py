@@ -1,0 +1,51 @@
+"""hloc / COLMAP pose files: ``name qw qx qy qz tx ty tz`` per line, world-to-camera.
+
+Lines starting with ``#`` and blank lines are ignored. Names may contain ``/`` but not spaces
+(as in hloc). Errors name the file and the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import InputError
+from ..geometry.pose import InvalidPoseError, Pose
+from .atomic import atomic_open
+
+
+def read_poses(path: str | Path) -> dict[str, Pose]:
+    """Read an hloc pose file into ``{name: Pose}`` (``cam_from_world``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "pose file does not exist")
+    poses: dict[str, Pose] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 8:
+                raise InputError(path, f"line {lineno}: expected 'name qw qx qy qz tx ty tz', got {len(parts)} fields")
+            name = parts[0]
+            try:
+                values = [float(v) for v in parts[1:]]
+                poses[name] = Pose.from_qt(values[:4], values[4:])
+            except (ValueError, InvalidPoseError) as e:
+                raise InputError(path, f"line {lineno} ({name}): {e}") from None
+    return poses
+
+
+def format_pose_line(name: str, pose: Pose) -> str:
+    q, t = pose.qvec, pose.t
+    return f"{name} " + " ".join(f"{v:.10g}" for v in (*q, *t))
+
+
+def write_poses(path: str | Path, poses: Mapping[str, Pose]) -> None:
+    """Write ``{name: Pose}`` atomically in hloc format (names must not contain whitespace)."""
+    with atomic_open(path) as f:
+        for name, pose in poses.items():
+            if any(c.isspace() for c in name):
+                raise ValueError(f"image name {name!r} contains whitespace; hloc pose files cannot hold it")
+            f.write(format_pose_line(name, pose) + "\n")

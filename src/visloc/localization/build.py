@@ -1,0 +1,252 @@
+"""``visloc map build``: database images with known poses -> a map folder (see :mod:`.map`).
+
+Stages, each resumable: local features (sharded HDF5, skips images already done), global
+descriptors + FAISS index, database 3D points (registered depth or triangulation), manifest last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..datasets import load_frames
+from ..datasets.base import Frame, FrameSet, Skipped
+from ..errors import InputError
+from ..features import LocalFeatures, extractors
+from ..geometry.backends import cam_from_img
+from ..io.atomic import atomic_path, write_json, write_text
+from ..io.h5 import H5Reader, ShardedH5Writer, list_h5_names
+from ..io.images import read_depth, read_image
+from ..io.poses import write_poses
+from ..matching import NearestNeighborMatcher, NNConfig
+from ..retrieval import GlobalIndex, global_descriptors
+from ..retrieval.pairs import pairs_from_poses
+from . import map as M
+from .triangulation import TriangulationConfig, triangulate_database
+
+logger = logging.getLogger(__name__)
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import faiss
+    import poselib
+    import pycolmap
+    import torch
+
+    return {
+        "visloc": __version__,
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "faiss": faiss.__version__,
+        "poselib": getattr(poselib, "__version__", "?"),
+        "pycolmap": pycolmap.__version__,
+    }
+
+
+def sample_depth(depth: np.ndarray, xy: np.ndarray, max_relative_step: float = 0.02) -> np.ndarray:
+    """Bilinear depth at sub-pixel keypoints, NaN where a neighbour is invalid or the four
+    neighbours disagree by more than ``max_relative_step`` (a depth edge: interpolation would
+    invent a point between two surfaces).
+
+    Args:
+        depth: ``(H, W)`` metres, NaN invalid.
+        xy: ``(N, 2)`` pixel coordinates (OpenCV convention).
+
+    Returns:
+        ``(N,)`` depth in metres.
+    """
+    h, w = depth.shape
+    x0 = np.floor(xy[:, 0]).astype(int)
+    y0 = np.floor(xy[:, 1]).astype(int)
+    inside = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < w) & (y0 + 1 < h)
+    x0c, y0c = np.clip(x0, 0, w - 2), np.clip(y0, 0, h - 2)
+    fx, fy = xy[:, 0] - x0c, xy[:, 1] - y0c
+    d00, d01 = depth[y0c, x0c], depth[y0c, x0c + 1]
+    d10, d11 = depth[y0c + 1, x0c], depth[y0c + 1, x0c + 1]
+    stack = np.stack([d00, d01, d10, d11])
+    with np.errstate(invalid="ignore"):
+        spread = (np.nanmax(stack, 0) - np.nanmin(stack, 0)) / np.nanmin(stack, 0)
+    z = (d00 * (1 - fx) + d01 * fx) * (1 - fy) + (d10 * (1 - fx) + d11 * fx) * fy
+    ok = inside & np.all(np.isfinite(stack), axis=0) & (spread <= max_relative_step)
+    return np.where(ok, z, np.nan)
+
+
+def points_from_depth(frame: Frame, keypoints: np.ndarray) -> np.ndarray:
+    """World points ``(N, 3)`` of keypoints from the frame's registered depth (NaN where unknown)."""
+    depth = read_depth(frame.depth_path, scale=frame.depth_scale)
+    z = sample_depth(depth, keypoints)
+    rays = cam_from_img(frame.camera, keypoints)
+    p_cam = np.concatenate([rays, np.ones((len(rays), 1))], axis=1) * z[:, None]
+    return frame.pose.inverse().transform(p_cam).astype(np.float32)
+
+
+def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
+    extractor = extractors.create(config.extractor, **config.extractor_options)
+    writer = ShardedH5Writer(out / M.LOCAL_FEATURES)
+    done = writer.done()
+    todo = [f for f in frames if f.name not in done]
+    if len(todo) < len(frames):
+        logger.info("resuming: %d of %d images already have features", len(frames) - len(todo), len(frames))
+    failed: set[str] = set()
+    for frame in tqdm(todo, desc="local features", unit="img"):
+        try:
+            image = read_image(frame.image_path)
+        except InputError as e:
+            skipped.append(Skipped(frame.name, frame.image_path, e.problem))
+            failed.add(frame.name)
+            continue
+        feats = extractor(image)
+        writer.add(
+            frame.name,
+            {
+                "keypoints": feats.keypoints,
+                "descriptors": feats.descriptors.T.astype(np.float16),
+                "scores": feats.scores,
+                "image_size": np.array(feats.image_size),
+            },
+        )
+    writer.finalize(file_attrs={"extractor": config.extractor})
+    return [f for f in frames if f.name not in failed]
+
+
+def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
+    names = [f.name for f in frames]
+    desc = global_descriptors.create(config.global_descriptor, **config.global_options)
+    with H5Reader(out / M.LOCAL_FEATURES) as r:
+
+        def local(name: str) -> LocalFeatures:
+            return M.read_local_features(r, name)
+
+        if getattr(desc, "needs_fit", False):
+            logger.info("fitting the %s codebook on %d images", config.global_descriptor, len(names))
+            desc.fit(local(n).descriptors for n in names)
+            with atomic_path(out / M.GLOBAL_STATE) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **desc.state())
+        vectors = np.stack([desc(None, local(n)) for n in tqdm(names, desc="global descriptors", unit="img")])
+    writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
+    for n, v in zip(names, vectors, strict=True):
+        writer.add(n, {"global_descriptor": v})
+    writer.finalize()
+    GlobalIndex(vectors, names).save(out / M.GLOBAL_INDEX)
+
+
+def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig) -> str:
+    if mode == "auto":
+        mode = "depth" if frames and all(f.depth_path is not None for f in frames) else "triangulate"
+    if mode == "none":
+        return mode
+    if mode == "depth":
+        missing = [f for f in frames if f.depth_path is None]
+        if missing:
+            raise InputError(missing[0].image_path, "points=depth needs registered depth for every map image")
+        writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
+        with H5Reader(out / M.LOCAL_FEATURES) as r:
+            for f in tqdm(frames, desc="3D points from depth", unit="img"):
+                kps = M.read_local_features(r, f.name).keypoints
+                try:
+                    writer.add(f.name, {"points3D": points_from_depth(f, kps)})
+                except InputError as e:
+                    logger.warning("no 3D points for %s: %s", f.name, e)
+        writer.finalize(file_attrs={"source": "depth"})
+        return mode
+    # triangulate from database pairs chosen by pose
+    with H5Reader(out / M.LOCAL_FEATURES) as r:
+        feats = {f.name: M.read_local_features(r, f.name) for f in frames}
+    poses = {f.name: f.pose for f in frames}
+    pairs = pairs_from_poses(poses, triangulation.num_neighbors)
+    matcher = NearestNeighborMatcher(NNConfig())
+    pair_matches = {}
+    for a, b in tqdm(pairs, desc="matching database pairs", unit="pair"):
+        pair_matches[(a, b)] = matcher(feats[a].descriptors, feats[b].descriptors).pairs()
+    points = triangulate_database(
+        {n: f.keypoints for n, f in feats.items()}, {f.name: f.camera for f in frames}, poses, pair_matches,
+        triangulation,
+    )
+    writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
+    for n, p in points.items():
+        writer.add(n, {"points3D": p})
+    writer.finalize(file_attrs={"source": "triangulation"})
+    return "triangulate"
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSummary:
+    root: Path
+    num_images: int
+    skipped: list[Skipped]
+    points: str
+    seconds: float
+
+
+def build_map(
+    data: str | Path | FrameSet,
+    out: str | Path,
+    config: M.MapConfig = M.MapConfig(),
+    split: str | None = None,
+    triangulation: TriangulationConfig = TriangulationConfig(),
+    **dataset_options: Any,
+) -> MapSummary:
+    """Build (or resume building) a map of the database images of a data set.
+
+    Args:
+        data: a data set folder (7-Scenes/University layout, TUM RGB-D, or an image folder with
+            ``poses=``/``camera=`` options) or an already loaded :class:`FrameSet`.
+        out: the map folder to create.
+        config: feature / descriptor / 3D-point choices.
+        split: which frames form the database (default: the format's own, ``train`` for 7-Scenes layouts).
+        triangulation: settings used when 3D points are triangulated.
+        dataset_options: passed to the data set reader (e.g. ``camera``, ``poses``).
+
+    Returns:
+        A summary; unusable images are listed in ``skipped`` (and in ``map.json``).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frameset = data if isinstance(data, FrameSet) else load_frames(data, split=split, **dataset_options)
+    skipped = list(frameset.skipped)
+    frames = [f for f in frameset.frames if f.pose is not None]
+    skipped += [Skipped(f.name, f.image_path, "no ground-truth pose") for f in frameset.frames if f.pose is None]
+    if not frames:
+        raise InputError(frameset.root, "no database image with a pose to build a map from")
+    manifest_path = out / M.MANIFEST
+    manifest_path.unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
+
+    frames = _extract_all(frames, out, config, skipped)
+    stored = set(list_h5_names(out / M.LOCAL_FEATURES))
+    frames = [f for f in frames if f.name in stored]
+    if not frames:
+        raise InputError(frameset.root, "none of the database images could be read")
+    _global_stage(frames, out, config)
+    points = _points_stage(frames, out, config.points, triangulation)
+
+    write_poses(out / M.POSES, {f.name: f.pose for f in frames})
+    write_text(out / M.CAMERAS, M.format_cameras({f.name: f.camera for f in frames}))
+    manifest = {
+        "format": "visloc-map",
+        "version": 1,
+        "config": dataclasses.asdict(config),
+        "triangulation": dataclasses.asdict(triangulation),
+        "points": points,
+        "source": {"path": str(frameset.root), "format": frameset.format, "split": split},
+        "versions": _versions(),
+        "names": [f.name for f in frames],
+        "scenes": {f.name: f.scene for f in frames},
+        "image_paths": {f.name: str(f.image_path) for f in frames},
+        "skipped": [{"name": s.name, "path": str(s.path), "reason": s.reason} for s in skipped],
+    }
+    write_json(manifest_path, manifest)
+    seconds = time.perf_counter() - t0
+    logger.info("map of %d images written to %s in %.1f s (%d skipped)", len(frames), out, seconds, len(skipped))
+    for s in skipped:
+        logger.warning("skipped %s", s)
+    return MapSummary(out, len(frames), skipped, points, seconds)

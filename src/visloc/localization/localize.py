@@ -1,0 +1,320 @@
+"""``visloc localize``: query images -> 6-DoF poses against a map.
+
+Per query: local features + global descriptor, top-k retrieval (FAISS), matching to every retrieved
+database image, then one of two geometric estimators:
+
+* ``pnp`` (the map has 3D points): the 2D-3D correspondences of all retrieved images are pooled
+  into one LO-RANSAC PnP with non-linear refinement; the images whose own correspondences agree with
+  the result (at least ``min_inliers`` inliers) are the supporting images.
+* ``essential`` (no 3D points needed): a relative pose from the essential matrix per retrieved image,
+  turned into a query rotation hypothesis and a world ray from the database centre, then fused by
+  :func:`~visloc.localization.fusion.fuse_rays` (triangulated centre + consensus + L1 rotation mean).
+
+A query with too little evidence is reported as not localized, never guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..datasets import load_frames
+from ..datasets.base import Frame, FrameSet, Skipped
+from ..errors import ConfigError, InputError
+from ..geometry import Camera, Pose
+from ..geometry.backends import RansacConfig, estimate_absolute_pose, estimate_relative_pose
+from ..io.atomic import write_json
+from ..io.images import read_image
+from ..io.poses import write_poses
+from ..matching import NearestNeighborMatcher, NNConfig
+from .fusion import RayFusionConfig, fuse_rays
+from .map import Map
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("auto", "pnp", "essential")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Attributes:
+    method: ``pnp``, ``essential`` or ``auto`` (``pnp`` when the map has 3D points).
+    num_retrieved: database images retrieved per query.
+    min_matches: fewer matches with a database image and it is not used.
+    min_inliers: a database image supports the pose with at least this many inliers.
+    min_support: images needed to accept a pose (``essential`` needs 2 to triangulate).
+    pnp: RANSAC settings for PnP (threshold in pixels of reprojection error).
+    essential: RANSAC settings for the essential matrix (threshold: Sampson error in pixels).
+    matcher: descriptor matching settings.
+    rays: ray-fusion thresholds of the ``essential`` method.
+    """
+
+    method: str = "auto"
+    num_retrieved: int = 10
+    min_matches: int = 15
+    min_inliers: int = 12
+    min_support: int = 1
+    pnp: RansacConfig = RansacConfig(max_error_px=4.0)
+    essential: RansacConfig = RansacConfig(max_error_px=1.0)
+    matcher: NNConfig = NNConfig()
+    rays: RayFusionConfig = RayFusionConfig(sign_agnostic=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown localization method {self.method!r}; known: {METHODS}")
+
+
+@dataclass
+class QueryResult:
+    """Everything known about one localized (or not) query.
+
+    Attributes:
+        pose: ``cam_from_world`` or ``None`` when the query could not be localized.
+        status: ``"localized"`` or the reason it was not.
+        retrieved: database names in retrieval order, with their scores.
+        matches / inliers: per retrieved image.
+        support: database images supporting the pose.
+        timings: seconds per stage (``extract``, ``retrieve``, ``match``, ``pose``).
+    """
+
+    name: str
+    pose: Pose | None
+    status: str
+    method: str
+    retrieved: list[str] = field(default_factory=list)
+    retrieval_scores: list[float] = field(default_factory=list)
+    matches: list[int] = field(default_factory=list)
+    inliers: list[int] = field(default_factory=list)
+    support: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["pose"] = None if self.pose is None else {"qvec": self.pose.qvec.tolist(), "tvec": self.pose.t.tolist()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> QueryResult:
+        d = dict(d)
+        p = d.pop("pose")
+        pose = None if p is None else Pose.from_qt(p["qvec"], p["tvec"])
+        return cls(pose=pose, **d)
+
+
+class Localizer:
+    """Localize images against a :class:`~visloc.localization.map.Map` (load once, call many times)."""
+
+    def __init__(self, map_: Map | str | Path, config: LocalizeConfig = LocalizeConfig()) -> None:
+        self.map = map_ if isinstance(map_, Map) else Map(map_)
+        self.config = config
+        method = config.method
+        if method == "auto":
+            method = "pnp" if self.map.has_points else "essential"
+        if method == "pnp" and not self.map.has_points:
+            raise ConfigError(f"{self.map.root}: method 'pnp' needs a map with 3D points (depth or triangulation)")
+        self.method = method
+        self.extractor = self.map.make_extractor()
+        self.global_descriptor = self.map.make_global_descriptor()
+        self.matcher = NearestNeighborMatcher(config.matcher)
+
+    def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query") -> QueryResult:
+        """Localize one ``(H, W, 3)`` uint8 image taken with ``camera``."""
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        feats = self.extractor(image)
+        gdesc = self.global_descriptor(image, feats)
+        timings["extract"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        scores, idx = self.map.index.search(gdesc[None], cfg.num_retrieved)
+        retrieved = [self.map.names[i] for i in idx[0] if i >= 0]
+        timings["retrieve"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        pairs = []
+        for db in retrieved:
+            m = self.matcher(feats.descriptors, self.map.local_features(db).descriptors).pairs()
+            pairs.append(m)
+        timings["match"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        result = QueryResult(
+            name=name, pose=None, status="", method=self.method, retrieved=retrieved,
+            retrieval_scores=[float(s) for s in scores[0][: len(retrieved)]], matches=[len(m) for m in pairs],
+        )
+        if self.method == "pnp":
+            self._pnp(result, feats.keypoints, camera, pairs)
+        else:
+            self._essential(result, feats.keypoints, camera, pairs)
+        timings["pose"] = time.perf_counter() - t
+        result.timings = timings
+        return result
+
+    # --- estimators -----------------------------------------------------------------------------
+    def _pnp(self, result: QueryResult, kps: np.ndarray, camera: Camera, pairs: list[np.ndarray]) -> None:
+        cfg = self.config
+        p2d, p3d, owner = [], [], []
+        for i, (db, m) in enumerate(zip(result.retrieved, pairs, strict=True)):
+            if len(m) < cfg.min_matches:
+                continue
+            pts = self.map.points3D(db)
+            xyz = pts[m[:, 1]]
+            ok = np.all(np.isfinite(xyz), axis=1)
+            p2d.append(kps[m[ok, 0]])
+            p3d.append(xyz[ok])
+            owner.append(np.full(int(ok.sum()), i))
+        result.inliers = [0] * len(result.retrieved)
+        if not p2d or sum(len(p) for p in p2d) < cfg.min_inliers:
+            result.status = "too few 2D-3D matches"
+            return
+        p2d_all, p3d_all, owner_all = np.concatenate(p2d), np.concatenate(p3d), np.concatenate(owner)
+        est = estimate_absolute_pose(p2d_all, p3d_all, camera, cfg.pnp)
+        if est is None:
+            result.status = "PnP failed"
+            return
+        counts = np.bincount(owner_all[est.inliers], minlength=len(result.retrieved))
+        result.inliers = [int(c) for c in counts]
+        result.support = [db for db, c in zip(result.retrieved, counts, strict=True) if c >= cfg.min_inliers]
+        if len(result.support) < cfg.min_support:
+            result.status = f"only {len(result.support)} supporting images"
+            return
+        result.pose, result.status = est.pose, "localized"
+
+    def _essential(self, result: QueryResult, kps: np.ndarray, camera: Camera, pairs: list[np.ndarray]) -> None:
+        cfg = self.config
+        centers, dirs, rots, used = [], [], [], []
+        result.inliers = [0] * len(result.retrieved)
+        for i, (db, m) in enumerate(zip(result.retrieved, pairs, strict=True)):
+            if len(m) < cfg.min_matches:
+                continue
+            db_kps = self.map.local_features(db).keypoints
+            est = estimate_relative_pose(db_kps[m[:, 1]], kps[m[:, 0]], self.map.cameras[db], camera, cfg.essential)
+            if est is None or est.num_inliers < cfg.min_inliers:
+                continue
+            result.inliers[i] = est.num_inliers
+            db_pose = self.map.poses[db]
+            rel = est.pose  # query_from_db, unit translation
+            rots.append(rel.R @ db_pose.R)
+            centers.append(db_pose.center)
+            dirs.append(db_pose.R.T @ (-rel.R.T @ rel.t))
+            used.append(db)
+        if len(used) < max(2, cfg.min_support):
+            result.status = f"only {len(used)} relative poses (2 needed to triangulate)"
+            return
+        fused = fuse_rays(np.stack(centers), np.stack(dirs), np.stack(rots), cfg.rays)
+        if fused.pose is None:
+            result.status = "rays do not intersect"
+            return
+        result.support = [db for db, s in zip(used, fused.position_support, strict=True) if s]
+        if len(result.support) < max(2, cfg.min_support):
+            result.status = "no consensus among relative poses"
+            return
+        result.pose, result.status = fused.pose, "localized"
+
+
+def _log_path(out: Path) -> Path:
+    return out.with_name(out.name + ".log.json")
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.json")
+
+
+@dataclass(frozen=True)
+class LocalizeSummary:
+    poses_path: Path
+    log_path: Path
+    results: list[QueryResult]
+    skipped: list[Skipped]
+
+    @property
+    def num_localized(self) -> int:
+        return sum(r.pose is not None for r in self.results)
+
+
+def localize(
+    map_dir: str | Path | Map,
+    queries: str | Path | FrameSet | Iterable[Frame],
+    out: str | Path,
+    config: LocalizeConfig = LocalizeConfig(),
+    split: str = "test",
+    checkpoint_every: int = 20,
+    **dataset_options: Any,
+) -> LocalizeSummary:
+    """Localize a batch of query images and write ``out`` (hloc pose file of the localized queries)
+    plus ``out.log.json`` (per-query details, skipped images).
+
+    Resumable: results are checkpointed to ``out.partial.json`` every ``checkpoint_every`` queries,
+    and a rerun skips the queries found there. Unreadable images are skipped and listed.
+
+    Args:
+        map_dir: a map folder (or an opened :class:`Map`).
+        queries: a data set folder (its ``split`` frames are used; ground truth is ignored), a
+            :class:`FrameSet`, or frames.
+        out: the pose file to write.
+    """
+    out = Path(out)
+    localizer = Localizer(map_dir, config)
+    if isinstance(queries, (str, Path)):
+        frameset = load_frames(queries, split=split, require_poses=False, **dataset_options)
+        frames, skipped = frameset.frames, list(frameset.skipped)
+    elif isinstance(queries, FrameSet):
+        frames, skipped = queries.frames, list(queries.skipped)
+    else:
+        frames, skipped = list(queries), []
+    if not frames:
+        raise InputError(Path(str(queries)), "no query images")
+
+    import json
+
+    done: dict[str, QueryResult] = {}
+    partial = _partial_path(out)
+    if partial.is_file():
+        try:
+            done = {d["name"]: QueryResult.from_json(d) for d in json.loads(partial.read_text())["results"]}
+            logger.info("resuming: %d queries already localized in %s", len(done), partial)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning("ignoring unreadable checkpoint %s", partial)
+
+    def checkpoint() -> None:
+        write_json(partial, {"results": [r.to_json() for r in done.values()]})
+
+    todo = [f for f in frames if f.name not in done]
+    for k, frame in enumerate(tqdm(todo, desc="localize", unit="img")):
+        try:
+            image = read_image(frame.image_path)
+        except InputError as e:
+            skipped.append(Skipped(frame.name, frame.image_path, e.problem))
+            continue
+        done[frame.name] = localizer.localize_image(image, frame.camera, frame.name)
+        if (k + 1) % checkpoint_every == 0:
+            checkpoint()
+
+    results = [done[f.name] for f in frames if f.name in done]
+    write_poses(out, {r.name: r.pose for r in results if r.pose is not None})
+    write_json(
+        _log_path(out),
+        {
+            "map": str(localizer.map.root),
+            "method": localizer.method,
+            "config": dataclasses.asdict(config),
+            "results": [r.to_json() for r in results],
+            "skipped": [{"name": s.name, "path": str(s.path), "reason": s.reason} for s in skipped],
+        },
+    )
+    partial.unlink(missing_ok=True)
+    n_loc = sum(r.pose is not None for r in results)
+    logger.info("localized %d of %d queries -> %s", n_loc, len(results), out)
+    for s in skipped:
+        logger.warning("skipped %s", s)
+    return LocalizeSummary(out, _log_path(out), results, skipped)
+

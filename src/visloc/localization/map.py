@@ -1,0 +1,159 @@
+"""The on-disk map of a scene (or of many scenes in one world frame) and its reader.
+
+A map folder holds, in formats hloc users know::
+
+    MAP/map.json              manifest: config, versions, image list (written last: its presence
+                              means the map is complete)
+    MAP/poses.txt             database poses, hloc format (name qw qx qy qz tx ty tz, world-to-camera)
+    MAP/cameras.txt           database intrinsics, hloc query-list format (name MODEL W H params...)
+    MAP/local_features.h5     keypoints / descriptors / scores / image_size per image (hloc layout)
+    MAP/global_features.h5    global_descriptor per image
+    MAP/global_index.faiss    FAISS index over the global descriptors (rows in map.json "names" order)
+    MAP/global_state.npz      state of the global descriptor (e.g. the VLAD codebook)
+    MAP/points3D.h5           points3D (N, 3) per image: the world point of each keypoint, NaN if unknown
+                              (from registered depth, or triangulated from database pairs)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..features import LocalFeatures, extractors
+from ..geometry import Camera, Pose
+from ..io.h5 import H5Reader
+from ..io.poses import read_poses
+from ..retrieval import GlobalIndex, global_descriptors
+
+MANIFEST = "map.json"
+POSES = "poses.txt"
+CAMERAS = "cameras.txt"
+LOCAL_FEATURES = "local_features.h5"
+GLOBAL_FEATURES = "global_features.h5"
+GLOBAL_INDEX = "global_index.faiss"
+GLOBAL_STATE = "global_state.npz"
+POINTS3D = "points3D.h5"
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How a map is built.
+
+    Attributes:
+        extractor / extractor_options: local feature plug-in (``sift``, ``aliked``) and its options.
+        global_descriptor / global_options: global descriptor plug-in (``vlad``) and its options.
+        points: where database 3D points come from: ``auto`` (registered depth when the data set has
+            it, else triangulation), ``depth``, ``triangulate`` or ``none``.
+    """
+
+    extractor: str = "sift"
+    extractor_options: dict[str, Any] = field(default_factory=dict)
+    global_descriptor: str = "vlad"
+    global_options: dict[str, Any] = field(default_factory=dict)
+    points: str = "auto"
+
+
+def read_local_features(reader: H5Reader, name: str) -> LocalFeatures:
+    """Local features of image ``name`` from an hloc-layout feature file."""
+    d = reader.read(name, ("keypoints", "descriptors", "scores", "image_size"))
+    return LocalFeatures(
+        keypoints=d["keypoints"].astype(np.float32),
+        descriptors=np.ascontiguousarray(d["descriptors"].T, dtype=np.float32),
+        scores=d["scores"].astype(np.float32),
+        image_size=(int(d["image_size"][0]), int(d["image_size"][1])),
+    )
+
+
+def read_cameras(path: str | Path) -> dict[str, Camera]:
+    """Read ``name MODEL W H params...`` lines (hloc query list with intrinsics)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "camera file does not exist")
+    cams = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        try:
+            cams[name] = Camera.from_colmap_string(rest)
+        except ValueError as e:
+            raise InputError(path, f"line {lineno}: {e}") from None
+    return cams
+
+
+def format_cameras(cameras: dict[str, Camera]) -> str:
+    return "".join(f"{n} {c.to_colmap_string()}\n" for n, c in cameras.items())
+
+
+class Map:
+    """A built map, opened for localization (load once, localize many).
+
+    Attributes:
+        root: the map folder.
+        manifest: the parsed ``map.json``.
+        names: database image names (row order of the global index).
+        poses / cameras / scenes / image_paths: per database image.
+        index: the global-descriptor search index.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        manifest = self.root / MANIFEST
+        if not manifest.is_file():
+            raise InputError(self.root, f"not a complete visloc map (no {MANIFEST}; build it with `visloc map build`)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(manifest, f"invalid JSON ({e})") from None
+        self.names: list[str] = list(self.manifest["names"])
+        self.scenes: dict[str, str] = dict(self.manifest["scenes"])
+        self.image_paths: dict[str, Path] = {n: Path(p) for n, p in self.manifest["image_paths"].items()}
+        self.poses: dict[str, Pose] = read_poses(self.root / POSES)
+        self.cameras: dict[str, Camera] = read_cameras(self.root / CAMERAS)
+        missing = [n for n in self.names if n not in self.poses or n not in self.cameras]
+        if missing:
+            raise InputError(self.root, f"{len(missing)} images lack a pose or camera, e.g. {missing[0]}")
+        self.config = MapConfig(**self.manifest["config"])
+        self.index = GlobalIndex.load(self.root / GLOBAL_INDEX, self.names)
+        self._local = H5Reader(self.root / LOCAL_FEATURES)
+        points_path = self.root / POINTS3D
+        self._points = H5Reader(points_path) if points_path.is_file() else None
+        self.local_features = lru_cache(maxsize=256)(self._read_local)
+        self.points3D = lru_cache(maxsize=256)(self._read_points)
+
+    @property
+    def has_points(self) -> bool:
+        return self._points is not None
+
+    def make_extractor(self):
+        return extractors.create(self.config.extractor, **self.config.extractor_options)
+
+    def make_global_descriptor(self):
+        desc = global_descriptors.create(self.config.global_descriptor, **self.config.global_options)
+        state_path = self.root / GLOBAL_STATE
+        if getattr(desc, "needs_fit", False):
+            if not state_path.is_file():
+                raise InputError(state_path, "global descriptor state is missing")
+            with np.load(state_path) as state:
+                desc.load_state(**{k: state[k] for k in state.files})
+        return desc
+
+    def _read_local(self, name: str) -> LocalFeatures:
+        return read_local_features(self._local, name)
+
+    def _read_points(self, name: str) -> np.ndarray | None:
+        if self._points is None or name not in self._points:
+            return None
+        return self._points.read(name, ("points3D",))["points3D"].astype(np.float64)
+
+    def close(self) -> None:
+        self._local.close()
+        if self._points is not None:
+            self._points.close()

@@ -1,0 +1,163 @@
+"""3D points of a database with known poses but no depth.
+
+Each keypoint of a database image is triangulated from its own observation and its matches in the
+images paired with it (a star-shaped track: no track merging, so a wrong match elsewhere in the graph
+cannot poison it). Per image, all keypoints are processed at once: multi-view DLT on undistorted rays,
+removal of observations that do not reproject, Gauss-Newton refinement of the reprojection error,
+and a parallax check. This is the job hloc gives to COLMAP's point triangulator, in vectorised numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import Camera, Pose
+from ..geometry.backends import cam_from_img
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TriangulationConfig:
+    """Attributes:
+    num_neighbors: database images paired with each image (by pose proximity).
+    max_reprojection_px: an observation is kept when it reprojects within this many pixels.
+    min_angle_deg: the widest angle between two viewing rays of a point must reach this.
+    min_views: observations (the reference keypoint included) a point needs.
+    refine_iterations: Gauss-Newton iterations on the reprojection error after DLT.
+    """
+
+    num_neighbors: int = 10
+    max_reprojection_px: float = 4.0
+    min_angle_deg: float = 1.5
+    min_views: int = 2
+    refine_iterations: int = 3
+
+
+def triangulate_dlt(rays: np.ndarray, P: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Batched multi-view linear triangulation.
+
+    Args:
+        rays: ``(N, V, 2)`` normalised image coordinates.
+        P: ``(N, V, 3, 4)`` ``[R | t]`` cam_from_world matrices of the observing cameras.
+        mask: ``(N, V)`` which observations to use (at least 2 per point).
+
+    Returns:
+        ``(N, 3)`` world points.
+    """
+    A = np.concatenate(
+        [rays[..., :1] * P[:, :, 2] - P[:, :, 0], rays[..., 1:] * P[:, :, 2] - P[:, :, 1]], axis=1
+    )  # (N, 2V, 4)
+    A = A * np.concatenate([mask, mask], axis=1)[..., None]
+    _, _, Vt = np.linalg.svd(A)
+    X = Vt[:, -1]
+    return X[:, :3] / X[:, 3:4]
+
+
+def _project(X: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame points ``(N, V, 3)`` and their normalised projections ``(N, V, 2)``."""
+    x_cam = np.einsum("nvij,nj->nvi", P[..., :3], X) + P[..., 3]
+    z = np.where(np.abs(x_cam[..., 2:]) < 1e-12, 1e-12, x_cam[..., 2:])
+    return x_cam, x_cam[..., :2] / z
+
+
+def refine_points(X: np.ndarray, rays: np.ndarray, P: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Gauss-Newton on the reprojection error of each point (poses fixed). Shapes as :func:`triangulate_dlt`."""
+    w = mask[..., None].astype(np.float64)
+    for _ in range(iterations):
+        x_cam, proj = _project(X, P)
+        z = x_cam[..., 2]
+        r = (proj - rays) * w  # (N, V, 2)
+        # d(proj)/d(x_cam) = [[1/z, 0, -x/z^2], [0, 1/z, -y/z^2]]
+        dproj = np.zeros((*z.shape, 2, 3))
+        dproj[..., 0, 0] = 1.0 / z
+        dproj[..., 1, 1] = 1.0 / z
+        dproj[..., :, 2] = -proj / z[..., None]
+        J = np.einsum("nvab,nvbc->nvac", dproj, P[..., :3]) * w[..., None]  # (N, V, 2, 3)
+        H = np.einsum("nvai,nvaj->nij", J, J) + 1e-12 * np.eye(3)
+        g = np.einsum("nvai,nva->ni", J, r)
+        X = X - np.linalg.solve(H, g[..., None])[..., 0]
+    return X
+
+
+def _triangulate_image(rays: np.ndarray, P: np.ndarray, centers: np.ndarray, focal: np.ndarray,
+                       mask: np.ndarray, config: TriangulationConfig) -> np.ndarray:
+    """Points for one image's keypoints; column 0 of every array is the image itself."""
+    n = len(rays)
+    ok = mask.sum(axis=1) >= max(2, config.min_views)
+    X = np.full((n, 3), np.nan)
+    if not ok.any():
+        return X
+    rays, P, centers, focal, mask = rays[ok], P[ok], centers[ok], focal[ok], mask[ok].copy()
+    Xo = triangulate_dlt(rays, P, mask)
+    for _ in range(3):
+        x_cam, proj = _project(Xo, P)
+        err = np.linalg.norm(proj - rays, axis=-1) * focal
+        new_mask = mask & (x_cam[..., 2] > 0) & (err < config.max_reprojection_px)
+        if np.array_equal(new_mask, mask):
+            break
+        mask = new_mask
+        usable = mask.sum(axis=1) >= 2
+        Xo[usable] = triangulate_dlt(rays[usable], P[usable], mask[usable])
+    Xo = refine_points(Xo, rays, P, mask, config.refine_iterations)
+    x_cam, proj = _project(Xo, P)
+    err = np.linalg.norm(proj - rays, axis=-1) * focal
+    mask &= (x_cam[..., 2] > 0) & (err < config.max_reprojection_px)
+    v = Xo[:, None] - centers
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    cos = np.einsum("nvi,nwi->nvw", v, v)
+    cos = np.where(mask[:, :, None] & mask[:, None, :], cos, 1.0)
+    max_angle = np.degrees(np.arccos(np.clip(cos.min(axis=(1, 2)), -1.0, 1.0)))
+    good = mask[:, 0] & (mask.sum(axis=1) >= max(2, config.min_views)) & (max_angle >= config.min_angle_deg)
+    Xo[~good] = np.nan
+    X[ok] = Xo
+    return X
+
+
+def triangulate_database(
+    keypoints: Mapping[str, np.ndarray],
+    cameras: Mapping[str, Camera],
+    poses: Mapping[str, Pose],
+    pair_matches: Mapping[tuple[str, str], np.ndarray],
+    config: TriangulationConfig = TriangulationConfig(),
+) -> dict[str, np.ndarray]:
+    """A world point for the keypoints of every database image (see the module docstring).
+
+    Args:
+        keypoints: ``{name: (N, 2)}`` pixel keypoints of each database image.
+        cameras, poses: intrinsics and ``cam_from_world`` of each image.
+        pair_matches: ``{(name0, name1): (M, 2)}`` keypoint index pairs.
+
+    Returns:
+        ``{name: (N, 3) float32}`` world point of every keypoint, NaN where none was triangulated.
+    """
+    names = list(keypoints)
+    rays = {n: cam_from_img(cameras[n], keypoints[n]) for n in names}
+    P = {n: np.hstack([poses[n].R, poses[n].t[:, None]]) for n in names}
+    partners: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {n: [] for n in names}
+    for (a, b), m in pair_matches.items():
+        partners[a].append((b, m[:, 0], m[:, 1]))
+        partners[b].append((a, m[:, 1], m[:, 0]))
+    out = {}
+    total = 0
+    for name in names:
+        n, views = len(keypoints[name]), [name] + [p[0] for p in partners[name]]
+        V = len(views)
+        obs_rays = np.zeros((n, V, 2))
+        mask = np.zeros((n, V), dtype=bool)
+        obs_rays[:, 0], mask[:, 0] = rays[name], True
+        for v, (other, mine, theirs) in enumerate(partners[name], start=1):
+            obs_rays[mine, v] = rays[other][theirs]
+            mask[mine, v] = True
+        Pv = np.broadcast_to(np.stack([P[v] for v in views]), (n, V, 3, 4))
+        Cv = np.broadcast_to(np.stack([poses[v].center for v in views]), (n, V, 3))
+        fv = np.broadcast_to(np.array([np.mean(cameras[v].focal) for v in views]), (n, V))
+        points = _triangulate_image(obs_rays, Pv, Cv, fv, mask, config).astype(np.float32)
+        total += int(np.isfinite(points[:, 0]).sum())
+        out[name] = points
+    logger.info("triangulated %d keypoints in %d images from %d pairs", total, len(out), len(pair_matches))
+    return out

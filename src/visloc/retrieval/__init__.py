@@ -1,0 +1,7 @@
+"""Global image descriptors and nearest-neighbour search."""
+
+from . import vlad  # noqa: F401  (registers the plug-in)
+from .index import GlobalIndex
+from .registry import global_descriptors
+
+__all__ = ["GlobalIndex", "global_descriptors"]
