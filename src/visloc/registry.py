@@ -20,6 +20,8 @@ mutated (``dataclasses.replace`` makes the override copy).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +35,32 @@ class Entry(Generic[T]):
     name: str
     config_cls: type
     factory: Callable[[Any], T]
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a config field annotation (plain types, ``X | None``, generics)."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is not None:
+        return isinstance(value, origin)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def check_config_values(config_cls: type, values: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for a value whose type does not fit its field."""
+    hints = typing.get_type_hints(config_cls)
+    for key, value in values.items():
+        if key in hints and not _accepts(hints[key], value):
+            raise ConfigError(f"{config_cls.__name__}.{key} expects {hints[key]}, got {value!r}")
 
 
 class Registry(Generic[T]):
@@ -73,6 +101,7 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"unknown option(s) {unknown} for {self.kind} {name!r}; known: {sorted(fields)}"
             )
+        check_config_values(entry.config_cls, overrides)
         return entry.config_cls(**overrides)
 
     def create(self, name: str, config: Any = None, **overrides: Any) -> T:

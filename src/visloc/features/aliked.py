@@ -48,8 +48,14 @@ def _load(config: ALIKEDConfig) -> torch.nn.Module:
         max_num_keypoints=config.max_keypoints,
         detection_threshold=config.detection_threshold,
     )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors all mean "not a usable checkpoint"
+        raise InputError(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise InputError(path, f"checkpoint does not fit {config.model_name} ({e})") from None
     unexpected_missing = [k for k in result.missing_keys if not k.endswith("hw_grid")]
     if unexpected_missing or result.unexpected_keys:
         raise InputError(path, f"checkpoint does not fit {config.model_name}: missing {unexpected_missing}, "

@@ -18,6 +18,8 @@ class SIFTConfig:
     root_sift: L1-normalise then square-root the descriptors (Hellinger kernel), then L2-normalise.
     contrast_threshold / edge_threshold / n_octave_layers / sigma: OpenCV's detector settings.
     resize_max: downscale images whose longer side exceeds this before detection (``None``: never).
+    precise_upscale: OpenCV's exact 2x upsampling of the first octave (``enable_precise_upscale``,
+        OpenCV >= 4.8); without it keypoints are biased by +0.25 px.
     """
 
     max_keypoints: int = 4096
@@ -27,6 +29,7 @@ class SIFTConfig:
     n_octave_layers: int = 3
     sigma: float = 1.6
     resize_max: int | None = None
+    precise_upscale: bool = True
 
 
 def root_sift(descriptors: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -51,6 +54,7 @@ class SIFT:
             contrastThreshold=config.contrast_threshold,
             edgeThreshold=config.edge_threshold,
             sigma=config.sigma,
+            enable_precise_upscale=config.precise_upscale,
         )
 
     def __call__(self, image: np.ndarray) -> LocalFeatures:

@@ -101,6 +101,9 @@ class Camera:
 
     @property
     def is_distorted(self) -> bool:
+        """Whether pixels differ from the pinhole projection (a fisheye model never is pinhole)."""
+        if self.model == "OPENCV_FISHEYE":
+            return True
         n = 3 if self.model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL") else 4
         return any(p != 0.0 for p in self.params[n:])
 

@@ -95,7 +95,9 @@ class Pose:
     def from_world_from_cam(cls, R_wc: np.ndarray, center: np.ndarray) -> Pose:
         """From a camera-to-world rotation and the camera centre in world coordinates."""
         R_wc = np.asarray(R_wc, dtype=np.float64)
-        center = np.asarray(center, dtype=np.float64)
+        center = np.asarray(center, dtype=np.float64).reshape(-1)
+        if R_wc.shape != (3, 3) or center.shape != (3,):
+            raise InvalidPoseError(f"expected R (3,3) and a centre (3,), got {R_wc.shape} and {center.shape}")
         return cls(R_wc.T, -R_wc.T @ center)
 
     # --- views --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..datasets import load_frames
 from ..datasets.base import Frame, FrameSet, Skipped
 from ..errors import ConfigError, InputError
+from ..features import LocalFeatures
 from ..geometry import Camera, Pose
 from ..geometry.backends import RansacConfig, estimate_absolute_pose, estimate_relative_pose
 from ..io.atomic import write_json
@@ -139,65 +140,82 @@ class Localizer:
         retrieved = [self.map.names[i] for i in idx[0] if i >= 0]
         timings["retrieve"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        pairs = []
-        for db in retrieved:
-            m = self.matcher(feats.descriptors, self.map.local_features(db).descriptors).pairs()
-            pairs.append(m)
-        timings["match"] = time.perf_counter() - t
-
-        t = time.perf_counter()
         result = QueryResult(
             name=name, pose=None, status="", method=self.method, retrieved=retrieved,
-            retrieval_scores=[float(s) for s in scores[0][: len(retrieved)]], matches=[len(m) for m in pairs],
+            retrieval_scores=[float(s) for s in scores[0][: len(retrieved)]],
         )
         if self.method == "pnp":
-            self._pnp(result, feats.keypoints, camera, pairs)
+            self._pnp(result, feats, camera, timings)
         else:
-            self._essential(result, feats.keypoints, camera, pairs)
-        timings["pose"] = time.perf_counter() - t
+            self._essential(result, feats, camera, timings)
         result.timings = timings
         return result
 
+    def _match(self, feats: LocalFeatures, db: str, subset: np.ndarray | None = None) -> np.ndarray:
+        """``(M, 2)`` matches (query keypoint, database keypoint); ``subset`` restricts the database side."""
+        db_desc = self.map.local_features(db).descriptors
+        if subset is None:
+            return self.matcher(feats.descriptors, db_desc).pairs()
+        m = self.matcher(feats.descriptors, db_desc[subset]).pairs()
+        m[:, 1] = subset[m[:, 1]]
+        return m
+
     # --- estimators -----------------------------------------------------------------------------
-    def _pnp(self, result: QueryResult, kps: np.ndarray, camera: Camera, pairs: list[np.ndarray]) -> None:
+    def _pnp(self, result: QueryResult, feats: LocalFeatures, camera: Camera, timings: dict) -> None:
+        """Pooled 2D-3D correspondences of all retrieved images -> one LO-RANSAC PnP."""
         cfg = self.config
-        p2d, p3d, owner = [], [], []
-        for i, (db, m) in enumerate(zip(result.retrieved, pairs, strict=True)):
+        t = time.perf_counter()
+        p2d, p3d, owner, counts = [], [], [], []
+        for i, db in enumerate(result.retrieved):
+            pts = self.map.points3D(db)
+            with_point = np.flatnonzero(np.all(np.isfinite(pts), axis=1)) if pts is not None else np.zeros(0, int)
+            m = self._match(feats, db, with_point) if len(with_point) >= 2 else np.zeros((0, 2), int)
+            counts.append(len(m))
             if len(m) < cfg.min_matches:
                 continue
-            pts = self.map.points3D(db)
-            xyz = pts[m[:, 1]]
-            ok = np.all(np.isfinite(xyz), axis=1)
-            p2d.append(kps[m[ok, 0]])
-            p3d.append(xyz[ok])
-            owner.append(np.full(int(ok.sum()), i))
+            p2d.append(feats.keypoints[m[:, 0]])
+            p3d.append(pts[m[:, 1]])
+            owner.append(np.full(len(m), i))
+        result.matches = counts
+        timings["match"] = time.perf_counter() - t
+        t = time.perf_counter()
         result.inliers = [0] * len(result.retrieved)
-        if not p2d or sum(len(p) for p in p2d) < cfg.min_inliers:
-            result.status = "too few 2D-3D matches"
-            return
-        p2d_all, p3d_all, owner_all = np.concatenate(p2d), np.concatenate(p3d), np.concatenate(owner)
-        est = estimate_absolute_pose(p2d_all, p3d_all, camera, cfg.pnp)
-        if est is None:
-            result.status = "PnP failed"
-            return
-        counts = np.bincount(owner_all[est.inliers], minlength=len(result.retrieved))
-        result.inliers = [int(c) for c in counts]
-        result.support = [db for db, c in zip(result.retrieved, counts, strict=True) if c >= cfg.min_inliers]
-        if len(result.support) < cfg.min_support:
-            result.status = f"only {len(result.support)} supporting images"
-            return
-        result.pose, result.status = est.pose, "localized"
+        try:
+            if not p2d or sum(len(p) for p in p2d) < cfg.min_inliers:
+                result.status = "too few 2D-3D matches"
+                return
+            owner_all = np.concatenate(owner)
+            est = estimate_absolute_pose(np.concatenate(p2d), np.concatenate(p3d), camera, cfg.pnp)
+            if est is None:
+                result.status = "PnP failed"
+                return
+            counts = np.bincount(owner_all[est.inliers], minlength=len(result.retrieved))
+            result.inliers = [int(c) for c in counts]
+            result.support = [db for db, c in zip(result.retrieved, counts, strict=True) if c >= cfg.min_inliers]
+            if len(result.support) < cfg.min_support:
+                result.status = f"only {len(result.support)} supporting images"
+                return
+            result.pose, result.status = est.pose, "localized"
+        finally:
+            timings["pose"] = time.perf_counter() - t
 
-    def _essential(self, result: QueryResult, kps: np.ndarray, camera: Camera, pairs: list[np.ndarray]) -> None:
+    def _essential(self, result: QueryResult, feats: LocalFeatures, camera: Camera, timings: dict) -> None:
+        """Relative pose to every retrieved image from the essential matrix, fused by ray triangulation."""
         cfg = self.config
+        t = time.perf_counter()
+        pairs = [self._match(feats, db) for db in result.retrieved]
+        result.matches = [len(m) for m in pairs]
+        timings["match"] = time.perf_counter() - t
+        t = time.perf_counter()
         centers, dirs, rots, used = [], [], [], []
         result.inliers = [0] * len(result.retrieved)
         for i, (db, m) in enumerate(zip(result.retrieved, pairs, strict=True)):
             if len(m) < cfg.min_matches:
                 continue
             db_kps = self.map.local_features(db).keypoints
-            est = estimate_relative_pose(db_kps[m[:, 1]], kps[m[:, 0]], self.map.cameras[db], camera, cfg.essential)
+            est = estimate_relative_pose(
+                db_kps[m[:, 1]], feats.keypoints[m[:, 0]], self.map.cameras[db], camera, cfg.essential
+            )
             if est is None or est.num_inliers < cfg.min_inliers:
                 continue
             result.inliers[i] = est.num_inliers
@@ -207,18 +225,21 @@ class Localizer:
             centers.append(db_pose.center)
             dirs.append(db_pose.R.T @ (-rel.R.T @ rel.t))
             used.append(db)
-        if len(used) < max(2, cfg.min_support):
-            result.status = f"only {len(used)} relative poses (2 needed to triangulate)"
-            return
-        fused = fuse_rays(np.stack(centers), np.stack(dirs), np.stack(rots), cfg.rays)
-        if fused.pose is None:
-            result.status = "rays do not intersect"
-            return
-        result.support = [db for db, s in zip(used, fused.position_support, strict=True) if s]
-        if len(result.support) < max(2, cfg.min_support):
-            result.status = "no consensus among relative poses"
-            return
-        result.pose, result.status = fused.pose, "localized"
+        try:
+            if len(used) < max(2, cfg.min_support):
+                result.status = f"only {len(used)} relative poses (2 needed to triangulate)"
+                return
+            fused = fuse_rays(np.stack(centers), np.stack(dirs), np.stack(rots), cfg.rays)
+            if fused.pose is None:
+                result.status = "rays do not intersect"
+                return
+            result.support = [db for db, s in zip(used, fused.position_support, strict=True) if s]
+            if len(result.support) < max(2, cfg.min_support):
+                result.status = "no consensus among relative poses"
+                return
+            result.pose, result.status = fused.pose, "localized"
+        finally:
+            timings["pose"] = time.perf_counter() - t
 
 
 def _log_path(out: Path) -> Path:

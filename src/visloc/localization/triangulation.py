@@ -2,9 +2,9 @@
 
 Each keypoint of a database image is triangulated from its own observation and its matches in the
 images paired with it (a star-shaped track: no track merging, so a wrong match elsewhere in the graph
-cannot poison it). Per image, all keypoints are processed at once: multi-view DLT on undistorted rays,
-removal of observations that do not reproject, Gauss-Newton refinement of the reprojection error,
-and a parallax check. This is the job hloc gives to COLMAP's point triangulator, in vectorised numpy.
+cannot poison it). Per image, all keypoints are processed at once: two-view hypotheses (the reference with each other
+view) scored by how many views reproject within the threshold, multi-view DLT on the agreeing
+views, Gauss-Newton refinement of the reprojection error, and a parallax check. This is the job hloc gives to COLMAP's point triangulator, in vectorised numpy.
 """
 
 from __future__ import annotations
@@ -92,21 +92,32 @@ def _triangulate_image(rays: np.ndarray, P: np.ndarray, centers: np.ndarray, foc
     X = np.full((n, 3), np.nan)
     if not ok.any():
         return X
-    rays, P, centers, focal, mask = rays[ok], P[ok], centers[ok], focal[ok], mask[ok].copy()
-    Xo = triangulate_dlt(rays, P, mask)
-    for _ in range(3):
-        x_cam, proj = _project(Xo, P)
-        err = np.linalg.norm(proj - rays, axis=-1) * focal
-        new_mask = mask & (x_cam[..., 2] > 0) & (err < config.max_reprojection_px)
-        if np.array_equal(new_mask, mask):
-            break
-        mask = new_mask
-        usable = mask.sum(axis=1) >= 2
-        Xo[usable] = triangulate_dlt(rays[usable], P[usable], mask[usable])
-    Xo = refine_points(Xo, rays, P, mask, config.refine_iterations)
-    x_cam, proj = _project(Xo, P)
-    err = np.linalg.norm(proj - rays, axis=-1) * focal
-    mask &= (x_cam[..., 2] > 0) & (err < config.max_reprojection_px)
+    rays, P, centers, focal, mask = rays[ok], P[ok], centers[ok], focal[ok], mask[ok]
+
+    def inliers(X: np.ndarray, idx: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Observations (among ``allowed``) in front of the camera and within the threshold."""
+        x_cam, proj = _project(X, P[idx])
+        err = np.linalg.norm(proj - rays[idx], axis=-1) * focal[idx]
+        return allowed[idx] & (x_cam[..., 2] > 0) & (err < config.max_reprojection_px)
+
+    # Hypotheses: the reference view with each other view (a gross wrong match cannot drag the fit),
+    # keep the one most views agree with, then refit on those views.
+    best = np.zeros_like(mask)
+    for v in range(1, mask.shape[1]):
+        idx = np.flatnonzero(mask[:, v])
+        if not len(idx):
+            continue
+        pair = np.zeros((len(idx), mask.shape[1]), dtype=bool)
+        pair[:, [0, v]] = True
+        agree = inliers(triangulate_dlt(rays[idx], P[idx], pair), idx, mask)
+        better = agree.sum(axis=1) > best[idx].sum(axis=1)
+        best[idx[better]] = agree[better]
+    chosen = best & best[:, :1]
+    usable = chosen.sum(axis=1) >= 2
+    Xo = np.zeros((len(rays), 3))
+    Xo[usable] = triangulate_dlt(rays[usable], P[usable], chosen[usable])
+    Xo = refine_points(Xo, rays, P, chosen, config.refine_iterations)
+    mask = inliers(Xo, np.arange(len(rays)), mask)
     v = Xo[:, None] - centers
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     cos = np.einsum("nvi,nwi->nvw", v, v)

@@ -73,8 +73,9 @@ class NearestNeighborMatcher:
         if self.config.distance_threshold is not None:
             valid &= dist[:, 0] < self.config.distance_threshold
         if self.config.mutual:
-            nn10 = sim.argmax(dim=0)
-            valid &= nn10[nn01] == torch.arange(n0)
+            # i -> j is mutual when sim[i, j] is also the maximum of column j (amax is much faster
+            # than argmax along dim 0; exact ties between two rows are kept, which is harmless)
+            valid &= top_sim[:, 0] >= sim.amax(dim=0)[nn01]
         matches0 = torch.where(valid, nn01, torch.full_like(nn01, -1))
         scores0 = torch.where(valid, top_sim[:, 0], torch.zeros_like(top_sim[:, 0]))
         return Matches(matches0.numpy().astype(np.int64), scores0.numpy().astype(np.float32))

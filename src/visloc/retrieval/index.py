@@ -80,4 +80,6 @@ class GlobalIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
             raise InputError(path, f"cannot read FAISS index ({e})") from None
+        if index.ntotal != len(names):
+            raise InputError(path, f"index holds {index.ntotal} vectors but {len(names)} image names were given")
         return cls.from_faiss(index, names)

@@ -75,13 +75,14 @@ class VLAD:
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray | None, features: LocalFeatures) -> np.ndarray:
-        """VLAD of one image's local descriptors -> ``(K * D,)`` float32, unit norm."""
+        """VLAD of one image's local descriptors -> ``(K * D,)`` float32, unit norm (all zeros for an
+        image without features)."""
         if self.centroids is None:
             raise RuntimeError("VLAD codebook is not fitted")
         c = torch.from_numpy(self.centroids)
         out = torch.zeros_like(c)
         if len(features):
-            x = torch.from_numpy(features.descriptors)
+            x = torch.from_numpy(np.ascontiguousarray(features.descriptors, dtype=np.float32))
             assign = torch.cdist(x, c).argmin(dim=1)
             out.index_add_(0, assign, x - c[assign])
         out = torch.nn.functional.normalize(out, dim=1)  # intra-normalisation

@@ -1,0 +1,219 @@
+"""Relocalisation fusion (Laskar et al. ICCVW 2017, ``filter_pose.m``) on hand-built ray configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from visloc.geometry import Pose, pose_error
+from visloc.geometry.rotation import rotation_angle_deg
+from visloc.localization.fusion import (
+    PoseConsensusConfig,
+    RayFusionConfig,
+    consensus_of_poses,
+    fuse_rays,
+    triangulate_rays,
+)
+
+# --- triangulate_rays ------------------------------------------------------------------------------
+
+
+def test_midpoint_of_two_skew_lines_by_hand() -> None:
+    # line 1: the x axis; line 2: parallel to y through (0, 0, 2). Common perpendicular: the z axis
+    # from (0,0,0) to (0,0,2), so the least-squares point is its midpoint (0, 0, 1).
+    X = triangulate_rays(np.array([[-3.0, 0.0, 0.0], [0.0, 5.0, 2.0]]), np.array([[1.0, 0.0, 0.0], [0.0, -2.0, 0.0]]))
+    np.testing.assert_allclose(X, [0.0, 0.0, 1.0], atol=1e-12)
+
+
+def test_midpoint_general_skew_lines() -> None:
+    # line 1 through (1, 0, 0) along (0, 1, 1); line 2 through (0, 0, 0) along (1, 0, 0).
+    # Closest points: on line 2, (1, 0, 0); on line 1, (1, 0, 0) + s (0, 1, 1) with s minimising
+    # |(0, s, s)|: s = 0 -> lines intersect at (1, 0, 0). Shift line 1 by (0, 0, 4): closest points are
+    # (1, -2, 2) on line 1 (s = -2) and (1, 0, 0) on line 2; the midpoint is (1, -1, 1).
+    X = triangulate_rays(np.array([[1.0, 0.0, 4.0], [0.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(X, [1.0, -1.0, 1.0], atol=1e-12)
+
+
+def test_triangulate_rays_is_sign_and_length_agnostic() -> None:
+    C = np.array([[-3.0, 0.0, 0.0], [0.0, 5.0, 2.0]])
+    d = np.array([[1.0, 0.0, 0.0], [0.0, -2.0, 0.0]])
+    ref = triangulate_rays(C, d)
+    for signs in ([1, -1], [-1, 1], [-1, -1]):
+        np.testing.assert_allclose(triangulate_rays(C, d * np.array(signs)[:, None] * 7.0), ref, atol=1e-12)
+
+
+def test_many_rays_through_one_point() -> None:
+    rng = np.random.default_rng(0)
+    X = np.array([0.5, -1.0, 2.0])
+    C = rng.normal(size=(6, 3)) * 3
+    np.testing.assert_allclose(triangulate_rays(C, X - C), X, atol=1e-10)
+
+
+@pytest.mark.parametrize("flip", [1.0, -1.0])
+def test_parallel_rays_give_none(flip: float) -> None:
+    C = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    d = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, flip]])
+    assert triangulate_rays(C, d) is None
+    # nearly parallel: None only below the parallax limit
+    tilted = np.array([[0.0, 0.0, 1.0], [np.tan(np.radians(1.0)), 0.0, 1.0]])
+    assert triangulate_rays(C, tilted, min_parallax_deg=2.0) is None
+    assert triangulate_rays(C, tilted, min_parallax_deg=0.5) is not None
+
+
+# --- fuse_rays -----------------------------------------------------------------------------------
+
+QUERY = Pose.from_world_from_cam(Rotation.from_euler("xyz", [5.0, 40.0, -3.0], degrees=True).as_matrix(),
+                                 np.array([0.4, -0.2, 1.5]))
+DB_CENTERS = np.array([[0.0, 0.0, 0.0], [1.5, 0.2, 0.1], [-1.0, 0.5, 0.3], [0.5, -1.0, 3.0], [2.0, 1.0, 2.5]])
+
+
+def _exact_evidence():
+    d = QUERY.center - DB_CENTERS
+    R = np.repeat(QUERY.R[None], len(DB_CENTERS), axis=0)
+    return DB_CENTERS.copy(), d, R
+
+
+def test_exact_rays_and_rotations_give_exact_pose() -> None:
+    C, d, R = _exact_evidence()
+    fused = fuse_rays(C, d, R)
+    assert fused.pose is not None
+    dt, dr = pose_error(fused.pose, QUERY)
+    assert dt < 1e-9 and dr < 1e-6
+    np.testing.assert_allclose(fused.pose.matrix, QUERY.matrix, atol=1e-9)
+    assert fused.position_support.all() and fused.rotation_support.all()
+    assert fused.num_support == 5
+
+
+def test_direction_length_and_sign_do_not_matter_by_default() -> None:
+    C, d, R = _exact_evidence()
+    d = d * np.array([1.0, -1.0, 3.0, -0.2, 10.0])[:, None]
+    fused = fuse_rays(C, d, R)
+    assert pose_error(fused.pose, QUERY)[0] < 1e-9
+    assert fused.position_support.all()
+
+
+def test_sign_aware_mode_rejects_flipped_rays_from_support() -> None:
+    C, d, R = _exact_evidence()
+    d[1] *= -1.0  # a ray pointing away from the query: consistent as a line, not as a ray
+    assert fuse_rays(C, d, R).position_support.all()
+    fused = fuse_rays(C, d, R, RayFusionConfig(sign_agnostic=False))
+    assert pose_error(fused.pose, QUERY)[0] < 1e-9
+    np.testing.assert_array_equal(fused.position_support, [True, False, True, True, True])
+
+
+@pytest.mark.parametrize("bad", [[3], [1, 4]])
+def test_outlier_rays_and_rotations_are_rejected(bad: list[int]) -> None:
+    rng = np.random.default_rng(1)
+    C, d, R = _exact_evidence()
+    # small noise on the good evidence: 1 degree on rays and rotations
+    for i in range(len(C)):
+        d[i] = Rotation.from_rotvec(rng.normal(scale=np.radians(0.5), size=3)).apply(d[i])
+        R[i] = Rotation.from_rotvec(rng.normal(scale=np.radians(0.5), size=3)).as_matrix() @ R[i]
+    for i in bad:
+        # outlier rays point 60 degrees away; outlier rotations are 90 degrees off
+        axis = np.cross(d[i], [0.0, 0.0, 1.0] if abs(d[i][2]) < 0.9 * np.linalg.norm(d[i]) else [1.0, 0.0, 0.0])
+        d[i] = Rotation.from_rotvec(np.radians(60.0) * axis / np.linalg.norm(axis)).apply(d[i])
+        R[i] = Rotation.from_rotvec(np.radians(90.0) * np.array([0.0, 1.0, 0.0])).as_matrix() @ R[i]
+    fused = fuse_rays(C, d, R)
+    dt, dr = pose_error(fused.pose, QUERY)
+    assert dt < 0.1 and dr < 1.5
+    good = np.ones(len(C), dtype=bool)
+    good[bad] = False
+    np.testing.assert_array_equal(fused.position_support, good)
+    np.testing.assert_array_equal(fused.rotation_support, good)
+    # without rejection (plain averages) the same evidence would be far off
+    assert rotation_angle_deg(Rotation.from_matrix(R).mean().as_matrix() @ QUERY.R.T) > 10.0
+
+
+def test_all_rays_parallel_gives_no_pose() -> None:
+    C = DB_CENTERS.copy()
+    d = np.tile([0.0, 0.3, 1.0], (len(C), 1))
+    R = np.repeat(QUERY.R[None], len(C), axis=0)
+    fused = fuse_rays(C, d, R)
+    assert fused.pose is None
+    assert not fused.position_support.any() and not fused.rotation_support.any()
+    assert fused.position_support.shape == (len(C),)
+    # the original code falls back to the first database centre
+    fallback = fuse_rays(C, d, R, RayFusionConfig(fallback_to_first=True))
+    np.testing.assert_allclose(fallback.pose.center, C[0], atol=1e-12)
+    assert rotation_angle_deg(fallback.pose.R @ QUERY.R.T) < 1e-6
+    np.testing.assert_array_equal(fallback.position_support, [True, False, False, False, False])
+
+
+def test_single_ray_needs_the_fallback() -> None:
+    C, d, R = _exact_evidence()
+    assert fuse_rays(C[:1], d[:1], R[:1]).pose is None
+    fused = fuse_rays(C[:1], d[:1], R[:1], RayFusionConfig(fallback_to_first=True))
+    np.testing.assert_allclose(fused.pose.center, C[0])
+    np.testing.assert_allclose(fused.pose.R, R[0])
+
+
+def test_tied_hypotheses_are_averaged() -> None:
+    # Rays 0 and 1 meet at A = (0,0,0), rays 2 and 3 at B = (1,1,2). Pairs (0,2) and (1,3) are parallel
+    # (no hypothesis); the cross pairs (0,3) and (1,2) give midpoints (1,0,1) and (0,1,1), which no ray
+    # sees within 10 degrees (>= 26 degrees). A and B each have exactly their own two rays (the other
+    # pair sees them at >= 48 degrees), so the tie is averaged: (0.5, 0.5, 1).
+    C = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 1.0, 2.0], [1.0, 0.0, 2.0]])
+    d = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    R = np.repeat(np.eye(3)[None], 4, axis=0)
+    fused = fuse_rays(C, d, R)
+    np.testing.assert_allclose(fused.pose.center, [0.5, 0.5, 1.0], atol=1e-12)
+    assert fused.position_support.all()  # union of the tied hypotheses' supports
+    # break the tie with a fifth ray through B: B alone wins
+    C5 = np.vstack([C, [1.0, 1.0, 5.0]])
+    d5 = np.vstack([d, [0.0, 0.0, -1.0]])
+    fused = fuse_rays(C5, d5, np.repeat(np.eye(3)[None], 5, axis=0))
+    np.testing.assert_allclose(fused.pose.center, [1.0, 1.0, 2.0], atol=1e-12)
+    np.testing.assert_array_equal(fused.position_support, [False, False, True, True, True])
+
+
+def test_tied_rotation_groups_are_l1_averaged() -> None:
+    # two groups of two agreeing rotations, 60 degrees apart: both tie (one vote each)
+    Rz = lambda deg: Rotation.from_rotvec(np.radians(deg) * np.array([0.0, 0.0, 1.0])).as_matrix()  # noqa: E731
+    R = np.stack([Rz(0.0), Rz(2.0), Rz(60.0), Rz(62.0)])
+    C, d, _ = _exact_evidence()
+    fused = fuse_rays(C[:4], d[:4], R)
+    assert fused.rotation_support.all()
+    # the geodesic L1 mean of {0, 2, 60, 62} degrees about z lies on the axis between 2 and 60
+    # (every angle in that interval has the same L1 cost); it must not be one of the two groups
+    angle = np.degrees(Rotation.from_matrix(fused.pose.R).as_rotvec())
+    np.testing.assert_allclose(angle[:2], 0.0, atol=1e-6)
+    assert 2.0 - 1e-6 <= angle[2] <= 60.0 + 1e-6
+    # a unique winner is taken as it is (the original: "else the single best")
+    R3 = np.stack([Rz(0.0), Rz(5.0), Rz(10.0), Rz(90.0)])  # votes 2, 2, 2, 0 with 20-degree agreement...
+    fused = fuse_rays(C[:4], d[:4], R3, RayFusionConfig(rotation_angle_deg=7.0))  # ...but 1, 2, 1, 0 with 7
+    np.testing.assert_allclose(fused.pose.R, Rz(5.0), atol=1e-12)
+    np.testing.assert_array_equal(fused.rotation_support, [True, True, True, False])
+
+
+# --- consensus_of_poses ----------------------------------------------------------------------------
+
+
+def _near(pose: Pose, dc: float, deg: float) -> Pose:
+    R = Rotation.from_rotvec(np.radians(deg) * np.array([1.0, 0.0, 0.0])).as_matrix() @ pose.R
+    return Pose.from_world_from_cam(R.T, pose.center + np.array([dc, 0.0, 0.0]))
+
+
+def test_consensus_picks_the_largest_agreeing_group() -> None:
+    a = QUERY
+    b = Pose.from_world_from_cam(np.eye(3), np.array([5.0, 5.0, 5.0]))
+    poses = [_near(a, 0.0, 0.0), _near(b, 0.0, 0.0), _near(a, 0.1, 1.0), _near(b, 0.05, 2.0), _near(a, -0.1, 2.0)]
+    np.testing.assert_array_equal(consensus_of_poses(poses), [True, False, True, False, True])
+    # weights (e.g. inlier counts) can make the smaller group win
+    np.testing.assert_array_equal(consensus_of_poses(poses, weights=np.array([1, 50, 1, 50, 1])),
+                                  [False, True, False, True, False])
+
+
+def test_consensus_requires_both_position_and_rotation() -> None:
+    a = QUERY
+    poses = [a, _near(a, 0.1, 0.0), _near(a, 0.0, 10.0), _near(a, 0.5, 0.0)]
+    # 10 degrees off or 0.5 m off is not agreement at the default thresholds (0.25 m, 5 degrees)
+    np.testing.assert_array_equal(consensus_of_poses(poses), [True, True, False, False])
+    loose = PoseConsensusConfig(position_threshold=1.0, rotation_threshold_deg=20.0)
+    np.testing.assert_array_equal(consensus_of_poses(poses, config=loose), [True, True, True, True])
+
+
+def test_consensus_of_nothing() -> None:
+    assert consensus_of_poses([]).shape == (0,)
+    np.testing.assert_array_equal(consensus_of_poses([QUERY]), [True])
