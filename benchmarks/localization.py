@@ -13,7 +13,6 @@ the timings because these shared machines are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -63,7 +62,7 @@ def bench(name: str, map_dir: Path, queries, methods: list[str], scene_of=None) 
         res = evaluate_localization(estimates, queries.poses(), scene_of=scene_of, thresholds=THRESHOLDS)
         print(f"\n== {name}, method {method}")
         print(res.format_table())
-        print("per-query seconds: total mean %.3f median %.3f | " % (np.mean(totals), np.median(totals))
+        print(f"per-query seconds: total mean {np.mean(totals):.3f} median {np.median(totals):.3f} | "
               + ", ".join(f"{s} {v:.3f}" for s, v in stages.items())
               + f" | load average {load_before:.2f} -> {load_after:.2f}")
         rows.append({"dataset": name, "method": method, "results": res.to_json(), "stages_s": stages,

@@ -90,29 +90,32 @@ def points_from_depth(frame: Frame, keypoints: np.ndarray) -> np.ndarray:
 
 def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
     extractor = extractors.create(config.extractor, **config.extractor_options)
-    writer = ShardedH5Writer(out / M.LOCAL_FEATURES)
+    writer = ShardedH5Writer(out / M.LOCAL_FEATURES, flush_every=16)
     done = writer.done()
     todo = [f for f in frames if f.name not in done]
     if len(todo) < len(frames):
         logger.info("resuming: %d of %d images already have features", len(frames) - len(todo), len(frames))
     failed: set[str] = set()
-    for frame in tqdm(todo, desc="local features", unit="img"):
-        try:
-            image = read_image(frame.image_path)
-        except InputError as e:
-            skipped.append(Skipped(frame.name, frame.image_path, e.problem))
-            failed.add(frame.name)
-            continue
-        feats = extractor(image)
-        writer.add(
-            frame.name,
-            {
-                "keypoints": feats.keypoints,
-                "descriptors": feats.descriptors.T.astype(np.float16),
-                "scores": feats.scores,
-                "image_size": np.array(feats.image_size),
-            },
-        )
+    try:
+        for frame in tqdm(todo, desc="local features", unit="img"):
+            try:
+                image = read_image(frame.image_path)
+            except InputError as e:
+                skipped.append(Skipped(frame.name, frame.image_path, e.problem))
+                failed.add(frame.name)
+                continue
+            feats = extractor(image)
+            writer.add(
+                frame.name,
+                {
+                    "keypoints": feats.keypoints,
+                    "descriptors": feats.descriptors.T.astype(np.float16),
+                    "scores": feats.scores,
+                    "image_size": np.array(feats.image_size),
+                },
+            )
+    finally:
+        writer.flush()  # on Ctrl-C or an error, keep what was extracted (a hard kill loses one buffer)
     writer.finalize(file_attrs={"extractor": config.extractor})
     return [f for f in frames if f.name not in failed]
 

@@ -41,7 +41,7 @@ def query_figures(
     """Retrieval panel and, when localized, the matches with the best supporting database image,
     coloured by agreement with the estimated pose (Sampson distance below ``sampson_px``)."""
     m = localizer.map
-    stem = frame.name.replace("/", "_")
+    stem = Path(frame.name).with_suffix("").as_posix().replace("/", "_")
     query = read_image(frame.image_path)
     retrieved = result.retrieved[:max_retrieved]
     figs = [(
