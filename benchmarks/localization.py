@@ -34,9 +34,9 @@ STAGES = ("extract", "retrieve", "match", "pose")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_queries(map_dir: Path, queries, method: str) -> tuple[dict, dict, list[float]]:
+def run_queries(map_dir: Path, queries, config: LocalizeConfig) -> tuple[dict, dict, list[float]]:
     """Localize every query with the map loaded once; returns estimates, mean stage times, totals."""
-    localizer = Localizer(Map(map_dir), LocalizeConfig(method=method))
+    localizer = Localizer(Map(map_dir), config)
     images = {f.name: read_image(f.image_path) for f in queries.frames}
     # one warm-up call so that lazy initialisation is not charged to the first query
     first = queries.frames[0]
@@ -53,19 +53,21 @@ def run_queries(map_dir: Path, queries, method: str) -> tuple[dict, dict, list[f
     return estimates, {s: float(np.mean(v)) for s, v in stage_times.items()}, totals
 
 
-def bench(name: str, map_dir: Path, queries, methods: list[str], scene_of=None) -> list[dict]:
+def bench(name: str, map_dir: Path, queries, methods: list[str], num_retrieved: int) -> list[dict]:
     rows = []
     for method in methods:
         load_before = os.getloadavg()[0]
-        estimates, stages, totals = run_queries(map_dir, queries, method)
+        config = LocalizeConfig(method=method, num_retrieved=num_retrieved)
+        estimates, stages, totals = run_queries(map_dir, queries, config)
         load_after = os.getloadavg()[0]
-        res = evaluate_localization(estimates, queries.poses(), scene_of=scene_of, thresholds=THRESHOLDS)
-        print(f"\n== {name}, method {method}")
+        scenes = {f.name: f.scene for f in queries.frames}
+        res = evaluate_localization(estimates, queries.poses(), scene_of=scenes.__getitem__, thresholds=THRESHOLDS)
+        print(f"\n== {name}, method {method}, {num_retrieved} retrieved")
         print(res.format_table())
         print(f"per-query seconds: total mean {np.mean(totals):.3f} median {np.median(totals):.3f} | "
               + ", ".join(f"{s} {v:.3f}" for s, v in stages.items())
               + f" | load average {load_before:.2f} -> {load_after:.2f}")
-        rows.append({"dataset": name, "method": method, "results": res.to_json(), "stages_s": stages,
+        rows.append({"dataset": name, "method": method, "num_retrieved": num_retrieved, "results": res.to_json(), "stages_s": stages,
                      "total_s_mean": float(np.mean(totals)), "total_s_median": float(np.median(totals)),
                      "load_average": [load_before, load_after]})
     return rows
@@ -78,7 +80,7 @@ def markdown(rows: list[dict]) -> str:
              f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}. Errors: camera-centre distance and "
              "rotation angle; a query not localized counts as a failure.", ""]
     for row in rows:
-        lines += [f"## {row['dataset']} - {row['method']}", "",
+        lines += [f"## {row['dataset']}: {row['method']}, {row['num_retrieved']} retrieved images", "",
                   "| scene | n | localized | median t (cm) | median R (deg) | " + " | ".join(keys) + " |",
                   "|---|---|---|---|---|" + "---|" * len(keys)]
         res = row["results"]
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/visloc_bench"), help="Scratch folder.")
     parser.add_argument("--only", choices=["world", "tum"], default=None)
     parser.add_argument("--methods", nargs="+", default=["pnp", "essential"])
+    parser.add_argument("--num-retrieved", type=int, default=LocalizeConfig().num_retrieved)
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/results.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -108,7 +111,7 @@ def main() -> None:
         world = make_world(args.work / "world", WorldConfig(), progress=False)
         build_map(world, args.work / "world_map", split="train")
         rows += bench("embedded world (default)", args.work / "world_map", load_frames(world, split="test"),
-                      args.methods)
+                      args.methods, args.num_retrieved)
     if args.only in (None, "tum"):
         tum = data_dir() / "tum_fr2_desk"
         if not tum.is_dir():
@@ -116,7 +119,7 @@ def main() -> None:
         else:
             build_map(tum, args.work / "tum_map", split="even")
             rows += bench("TUM fr2/desk (even -> odd)", args.work / "tum_map", load_frames(tum, split="odd"),
-                          args.methods)
+                          args.methods, args.num_retrieved)
     if not args.no_write and rows:
         out = REPO / "docs" / "results"
         write_text(out / "localization.md", markdown(rows))

@@ -27,7 +27,7 @@ def test_world_map_localize_evaluate(tmp_path: Path) -> None:
     world = tmp_path / "world"
     sets = [f"{k}={getattr(TINY_WORLD, k)}" for k in ("train_traversals", "frames_per_train_traversal",
                                                         "frames_per_test_traversal", "width", "height", "focal")]
-    _ok(["world", "make", str(world), "--scenes", "2", "--seed", "3", *sum((["--set", s] for s in sets), [])])
+    _ok(["world", "make", str(world), "--scenes", "2", "--seed", "3", *[arg for s in sets for arg in ("--set", s)]])
     assert json.loads((world / "dataset.json").read_text())["depth_registered"] is True
     _ok(["map", "build", str(world), "--out", str(tmp_path / "map"), "--extractor-set", "max_keypoints=1024"])
     _ok(["localize", str(tmp_path / "map"), str(world), "--out", str(tmp_path / "poses.txt")])

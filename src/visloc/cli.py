@@ -139,7 +139,7 @@ def localize(
     split: Annotated[str, typer.Option(help="Which frames of a data set folder are queries.")] = "test",
     fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
     camera: Annotated[str | None, typer.Option(help="Query intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
-    num_retrieved: Annotated[int, typer.Option(help="Database images retrieved per query.")] = 10,
+    num_retrieved: Annotated[int, typer.Option(help="Database images retrieved per query.")] = 5,
 ) -> None:
     """Localize query images against a map."""
     from .localization import LocalizeConfig

@@ -22,7 +22,7 @@ class SIFTConfig:
         OpenCV >= 4.8); without it keypoints are biased by +0.25 px.
     """
 
-    max_keypoints: int = 4096
+    max_keypoints: int = 2048
     root_sift: bool = True
     contrast_threshold: float = 0.02
     edge_threshold: float = 10.0

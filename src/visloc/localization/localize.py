@@ -59,7 +59,7 @@ class LocalizeConfig:
     """
 
     method: str = "auto"
-    num_retrieved: int = 10
+    num_retrieved: int = 5
     min_matches: int = 15
     min_inliers: int = 12
     min_support: int = 1
