@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visloc.datasets import read_image_folder, read_query_list
+from visloc.datasets import read_cameras, read_image_folder
 from visloc.errors import InputError
 from visloc.geometry import Camera, InvalidCameraError, Pose
 from visloc.io.poses import write_poses
@@ -62,7 +62,7 @@ def test_query_list_intrinsics(tmp_path: Path) -> None:
         "query/q1.jpg SIMPLE_RADIAL 64 48 55 32 24 0.01\n"
         "db/a.jpg OPENCV 64 48 50 51 32 24 0.1 0.01 0 0\n"
     )
-    cams = read_query_list(qlist)
+    cams = read_cameras(qlist)
     assert cams["query/q1.jpg"] == Camera("SIMPLE_RADIAL", 64, 48, (55, 32, 24, 0.01))
     fs = read_image_folder(root, camera=qlist)
     assert fs.names == ["db/a.jpg", "query/q1.jpg"]

@@ -274,11 +274,11 @@ def test_format_table(case_results):
     assert lines[0].split(" | ")[0].strip() == "scene"
     assert "1cm_1deg" in lines[0] and "5m_10deg" in lines[0]
     row_a = [c.strip() for c in lines[2].split("|")]
-    assert row_a == ["a", "5", "4", "4.00", "1.90", "20.0", "40.0", "60.0", "60.0", "80.0", "80.0"]
+    assert row_a == ["a", "5", "4", "4.000", "1.900", "20.0", "40.0", "60.0", "60.0", "80.0", "80.0"]
     row_b = [c.strip() for c in lines[3].split("|")]
     assert row_b[:5] == ["b", "3", "1", "inf", "inf"]
     overall = [c.strip() for c in lines[-1].split("|")]
-    assert overall[:5] == ["overall", "8", "5", "12.00", "2.95"]
+    assert overall[:5] == ["overall", "8", "5", "12.000", "2.950"]
 
 
 def test_evaluate_files(tmp_path):

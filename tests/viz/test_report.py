@@ -93,10 +93,10 @@ def test_report_table_figures_and_config(tmp_path, results_and_truth):
     by_scene = {r[0]: r for r in rows}
     assert list(by_scene) == ["chess", "fire", "overall"]
     # chess: errors 3, 3, 3 cm and one failure -> median 3 cm; 5cm_5deg 3/4
-    assert by_scene["chess"][1:5] == ["4", "3", "3.00", "0.00"]
+    assert by_scene["chess"][1:5] == ["4", "3", "3.000", "0.000"]
     assert by_scene["chess"][header.index("5cm_5deg")] == "75.0"
     # fire: 3 cm and 30 cm -> median 16.5 cm
-    assert by_scene["fire"][1:4] == ["2", "2", "16.50"]
+    assert by_scene["fire"][1:4] == ["2", "2", "16.500"]
     assert by_scene["overall"][1:3] == ["6", "5"]
 
     # figure referenced by a path relative to the report (URL-quoted), and it exists there

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
+from ..io.cameras import read_cameras
 from ..io.images import IMAGE_SUFFIXES
 from .base import SPLITS, Frame, FrameSet, Skipped
-from .image_folder import read_image_folder, read_query_list
+from .image_folder import read_image_folder
 from .scannet import PairSet, PairWithGT, read_scannet_pairs
 from .sevenscenes import find_scenes, is_7scenes_scene, read_7scenes
 from .tum import read_camera_file, read_trajectory, read_tum
@@ -126,8 +127,8 @@ __all__ = [
     "load_frames",
     "read_7scenes",
     "read_camera_file",
+    "read_cameras",
     "read_image_folder",
-    "read_query_list",
     "read_scannet_pairs",
     "read_trajectory",
     "read_tum",

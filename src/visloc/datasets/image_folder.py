@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
-from ..geometry import CAMERA_MODELS, Camera, InvalidCameraError, Pose
+from ..geometry import CAMERA_MODELS, Camera, Pose
+from ..io.cameras import read_cameras
 from ..io.images import list_images
 from ..io.poses import read_poses
 from ._common import image_size, select_split
@@ -28,28 +29,6 @@ FOLDER_SPLITS = ("all", "even", "odd")
 _SPLIT_ALIASES = {"train": "all", "test": "all"}
 #: Largest relative difference between the aspect ratios of a camera and an image it is scaled to.
 _ASPECT_TOL = 0.01
-
-
-def read_query_list(path: str | Path) -> dict[str, Camera]:
-    """Read an hloc query list with intrinsics: ``name MODEL WIDTH HEIGHT params...`` per line.
-
-    Raises:
-        InputError: the file is missing or a line does not parse (the message names the line).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "intrinsics file does not exist")
-    cameras: dict[str, Camera] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        name, _, rest = text.partition(" ")
-        try:
-            cameras[name] = Camera.from_colmap_string(rest)
-        except InvalidCameraError as e:
-            raise InputError(path, f"line {lineno} ({name}): {e}") from None
-    return cameras
 
 
 def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | None, dict[str, Camera] | None]:
@@ -69,7 +48,7 @@ def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | No
     text = str(camera).strip()
     if isinstance(camera, str) and text.split(" ", 1)[0] in CAMERA_MODELS:
         return Camera.from_colmap_string(text), None
-    return None, read_query_list(camera)
+    return None, read_cameras(camera)
 
 
 def _fit(camera: Camera, size: tuple[int, int]) -> Camera | None:

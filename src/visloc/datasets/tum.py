@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import CAMERA_MODELS, Camera, InvalidCameraError, InvalidPoseError, Pose
 from ..io.images import IMAGE_SUFFIXES
+from ..io.text import data_lines
 from ._common import select_split
 from .base import Frame, FrameSet, Skipped
 
@@ -74,16 +75,6 @@ class Trajectory:
         return world_from_cam.inverse()
 
 
-def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-blank, non-comment lines of a text file, split on whitespace (commas tolerated)."""
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            out.append((lineno, text.replace(",", " ").split()))
-    return out
-
-
 def read_trajectory(path: str | Path) -> Trajectory:
     """Read a TUM trajectory file (``timestamp tx ty tz qx qy qz qw`` per line).
 
@@ -91,10 +82,8 @@ def read_trajectory(path: str | Path) -> Trajectory:
         InputError: the file is missing, or a line does not hold 8 numbers (the message names the line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "trajectory file does not exist")
     stamps, values, lines = [], [], []
-    for lineno, parts in _data_lines(path):
+    for lineno, parts in data_lines(path, "trajectory file", commas=True):
         if len(parts) != 8:
             raise InputError(path, f"line {lineno}: expected 'timestamp tx ty tz qx qy qz qw', got {len(parts)} fields")
         try:
@@ -140,9 +129,7 @@ def read_camera_file(path: str | Path) -> Camera:
         InputError: the file is missing or cannot be parsed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "camera file does not exist")
-    tokens = [t for _, parts in _data_lines(path) for t in parts]
+    tokens = [t for _, parts in data_lines(path, "camera file", commas=True) for t in parts]
     if not tokens:
         raise InputError(path, "camera file is empty")
     try:
@@ -179,7 +166,7 @@ def _timestamp_list(root: Path, kind: str) -> list[tuple[float, Path]] | None:
     folder = root / kind
     entries: list[tuple[float, Path]] = []
     if listing.is_file():
-        for lineno, parts in _data_lines(listing):
+        for lineno, parts in data_lines(listing, f"{kind} list", commas=True):
             if len(parts) < 2:
                 raise InputError(listing, f"line {lineno}: expected 'timestamp filename'")
             try:

@@ -280,8 +280,8 @@ class LocalizationResults:
 
 
 def _format_row(name: str, stats: SceneStats, keys: Sequence[str]) -> list[str]:
-    t_cm = f"{stats.median_t_m * 100:.2f}" if math.isfinite(stats.median_t_m) else "inf"
-    r_deg = f"{stats.median_R_deg:.2f}" if math.isfinite(stats.median_R_deg) else "inf"
+    t_cm = f"{stats.median_t_m * 100:.3f}" if math.isfinite(stats.median_t_m) else "inf"
+    r_deg = f"{stats.median_R_deg:.3f}" if math.isfinite(stats.median_R_deg) else "inf"
     shares = [f"{100 * stats.recall[k]:.1f}" for k in keys]
     return [name, str(stats.num_queries), str(stats.num_localized), t_cm, r_deg, *shares]
 

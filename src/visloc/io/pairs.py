@@ -8,22 +8,15 @@ from pathlib import Path
 
 from ..errors import InputError
 from .atomic import atomic_open, write_json
+from .text import data_lines
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "pairs file does not exist")
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise InputError(path, f"line {lineno}: expected 'name0 name1', got {len(parts)} fields")
-            pairs.append((parts[0], parts[1]))
+    for lineno, parts in data_lines(path, "pairs file"):
+        if len(parts) != 2:
+            raise InputError(path, f"line {lineno}: expected 'name0 name1', got {len(parts)} fields")
+        pairs.append((parts[0], parts[1]))
     return pairs
 
 

@@ -12,28 +12,21 @@ from pathlib import Path
 from ..errors import InputError
 from ..geometry.pose import InvalidPoseError, Pose
 from .atomic import atomic_open
+from .text import data_lines
 
 
 def read_poses(path: str | Path) -> dict[str, Pose]:
     """Read an hloc pose file into ``{name: Pose}`` (``cam_from_world``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "pose file does not exist")
     poses: dict[str, Pose] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 8:
-                raise InputError(path, f"line {lineno}: expected 'name qw qx qy qz tx ty tz', got {len(parts)} fields")
-            name = parts[0]
-            try:
-                values = [float(v) for v in parts[1:]]
-                poses[name] = Pose.from_qt(values[:4], values[4:])
-            except (ValueError, InvalidPoseError) as e:
-                raise InputError(path, f"line {lineno} ({name}): {e}") from None
+    for lineno, parts in data_lines(path, "pose file"):
+        if len(parts) != 8:
+            raise InputError(path, f"line {lineno}: expected 'name qw qx qy qz tx ty tz', got {len(parts)} fields")
+        name = parts[0]
+        try:
+            values = [float(v) for v in parts[1:]]
+            poses[name] = Pose.from_qt(values[:4], values[4:])
+        except (ValueError, InvalidPoseError) as e:
+            raise InputError(path, f"line {lineno} ({name}): {e}") from None
     return poses
 
 

@@ -21,7 +21,8 @@ from ..datasets.base import Frame, FrameSet, Skipped
 from ..errors import InputError
 from ..features import LocalFeatures, extractors
 from ..geometry.backends import cam_from_img
-from ..io.atomic import atomic_path, write_json, write_text
+from ..io.atomic import atomic_path, write_json
+from ..io.cameras import write_cameras
 from ..io.h5 import H5Reader, ShardedH5Writer, list_h5_names
 from ..io.images import read_depth, read_image
 from ..io.poses import write_poses
@@ -233,7 +234,7 @@ def build_map(
     points = _points_stage(frames, out, config.points, triangulation)
 
     write_poses(out / M.POSES, {f.name: f.pose for f in frames})
-    write_text(out / M.CAMERAS, M.format_cameras({f.name: f.camera for f in frames}))
+    write_cameras(out / M.CAMERAS, {f.name: f.camera for f in frames})
     manifest = {
         "format": "visloc-map",
         "version": 1,

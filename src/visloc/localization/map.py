@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import InputError
 from ..features import LocalFeatures, extractors
 from ..geometry import Camera, Pose
+from ..io.cameras import read_cameras
 from ..io.h5 import H5Reader
 from ..io.poses import read_poses
 from ..retrieval import GlobalIndex, global_descriptors
@@ -68,28 +69,6 @@ def read_local_features(reader: H5Reader, name: str) -> LocalFeatures:
         scores=d["scores"].astype(np.float32),
         image_size=(int(d["image_size"][0]), int(d["image_size"][1])),
     )
-
-
-def read_cameras(path: str | Path) -> dict[str, Camera]:
-    """Read ``name MODEL W H params...`` lines (hloc query list with intrinsics)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "camera file does not exist")
-    cams = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, _, rest = line.partition(" ")
-        try:
-            cams[name] = Camera.from_colmap_string(rest)
-        except ValueError as e:
-            raise InputError(path, f"line {lineno}: {e}") from None
-    return cams
-
-
-def format_cameras(cameras: dict[str, Camera]) -> str:
-    return "".join(f"{n} {c.to_colmap_string()}\n" for n, c in cameras.items())
 
 
 class Map:
