@@ -11,8 +11,6 @@ from typer.testing import CliRunner
 from visloc.cli import app
 from visloc.demo import run_demo
 
-from .localization.conftest import TINY_MAP, TINY_WORLD
-
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
 
@@ -23,9 +21,9 @@ def _ok(args: list[str]) -> str:
     return result.output
 
 
-def test_world_map_localize_evaluate(tmp_path: Path) -> None:
+def test_world_map_localize_evaluate(tiny_world_config, tmp_path: Path) -> None:
     world = tmp_path / "world"
-    sets = [f"{k}={getattr(TINY_WORLD, k)}" for k in ("train_traversals", "frames_per_train_traversal",
+    sets = [f"{k}={getattr(tiny_world_config, k)}" for k in ("train_traversals", "frames_per_train_traversal",
                                                         "frames_per_test_traversal", "width", "height", "focal")]
     _ok(["world", "make", str(world), "--scenes", "2", "--seed", "3", *[arg for s in sets for arg in ("--set", s)]])
     assert json.loads((world / "dataset.json").read_text())["depth_registered"] is True
@@ -51,8 +49,8 @@ def test_models_lists_registered_components() -> None:
     assert "sift" in out and "aliked" in out and "vlad" in out and "nn" in out
 
 
-def test_demo_writes_results_and_report(tmp_path: Path) -> None:
-    outputs = run_demo(tmp_path / "demo", TINY_WORLD, TINY_MAP, progress=False)
+def test_demo_writes_results_and_report(tiny_world_config, tiny_map_config, tmp_path: Path) -> None:
+    outputs = run_demo(tmp_path / "demo", tiny_world_config, tiny_map_config, progress=False)
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     for scene, stats in results["scenes"].items():
         assert stats["median_t_m"] < 0.01 and stats["median_R_deg"] < 0.3, scene
@@ -60,3 +58,27 @@ def test_demo_writes_results_and_report(tmp_path: Path) -> None:
     assert "topview_kitchen.png" in html and "retrieval_" in html and "matches_" in html
     for src in (tmp_path / "demo" / "figures").glob("*.png"):
         assert src.stat().st_size > 1000
+
+
+def test_own_images_with_hloc_poses_and_camera_string(tiny_world: Path, tmp_path: Path) -> None:
+    """A plain folder of images + an hloc pose file + one COLMAP camera string: the 'own data' path."""
+    from visloc.datasets import load_frames
+    from visloc.io.poses import read_poses, write_poses
+
+    camera = json.loads((tiny_world / "dataset.json").read_text())["camera"]
+    for split, folder in (("train", "db"), ("test", "query")):
+        frames = load_frames(tiny_world, split=split)
+        for f in frames.frames:
+            dest = tmp_path / folder / f.name.replace("/", "_")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(f.image_path.read_bytes())
+        write_poses(tmp_path / f"{folder}_poses.txt", {n.replace("/", "_"): p for n, p in frames.poses().items()})
+    _ok(["map", "build", str(tmp_path / "db"), "--out", str(tmp_path / "map"), "--poses",
+         str(tmp_path / "db_poses.txt"), "--camera", camera])
+    assert json.loads((tmp_path / "map" / "map.json").read_text())["points"] == "triangulate"
+    _ok(["localize", str(tmp_path / "map"), str(tmp_path / "query"), "--camera", camera,
+         "--out", str(tmp_path / "poses.txt")])
+    assert len(read_poses(tmp_path / "poses.txt")) >= 10
+    _ok(["evaluate", "localization", str(tmp_path / "poses.txt"), "--gt", str(tmp_path / "query_poses.txt")])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["overall"]["median_t_m"] < 0.05 and results["overall"]["5cm_5deg"] >= 0.8

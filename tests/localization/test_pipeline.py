@@ -13,11 +13,12 @@ from visloc.datasets import load_frames
 from visloc.errors import InputError
 from visloc.evaluation import evaluate_localization
 from visloc.geometry import pose_error
+from visloc.io.h5 import H5Reader, list_h5_names, names_to_pair
+from visloc.io.pairs import read_pairs
 from visloc.io.poses import read_poses
 from visloc.localization import LocalizeConfig, Map, build_map, localize
 from visloc.localization import build as build_module
-
-from .conftest import TINY_MAP
+from visloc.localization.localize import output_paths
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +56,17 @@ def test_localization_is_accurate(tiny_world: Path, tiny_map: Path, tmp_path: Pa
     assert log["method"] == method and len(log["results"]) == len(truth)
     assert all(r["support"] for r in log["results"] if r["pose"] is not None)
     assert not (tmp_path / "poses.txt.partial.json").exists()
+    # hloc-style side outputs: ranked pairs, query features, matches keyed name0/name1
+    paths = output_paths(out)
+    pairs = read_pairs(paths["pairs"])
+    assert pairs == [(r["name"], db) for r in log["results"] for db in r["retrieved"]]
+    assert sorted(list_h5_names(paths["features"])) == sorted(truth)
+    q, db = pairs[0]
+    with H5Reader(paths["matches"]) as matches, H5Reader(paths["features"]) as feats:
+        m0 = matches.read(names_to_pair(q, db))["matches0"]
+        assert len(m0) == len(feats.read(q)["keypoints"])
+        first = next(r for r in log["results"] if r["name"] == q)
+        assert int((m0 >= 0).sum()) == first["matches"][0]
 
 
 def test_bad_query_image_is_skipped_and_reported(tiny_world: Path, tiny_map: Path, tmp_path: Path) -> None:
@@ -77,7 +89,7 @@ def test_localize_resumes_from_checkpoint(tiny_world: Path, tiny_map: Path, tmp_
     queries = load_frames(tiny_world, split="test")
     out = tmp_path / "poses.txt"
     calls = {"n": 0}
-    original = localize_module.Localizer.localize_image
+    original = localize_module.Localizer.localize_with_evidence
 
     def crash_after_four(self, *args, **kwargs):
         calls["n"] += 1
@@ -85,7 +97,7 @@ def test_localize_resumes_from_checkpoint(tiny_world: Path, tiny_map: Path, tmp_
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(localize_module.Localizer, "localize_image", crash_after_four)
+    monkeypatch.setattr(localize_module.Localizer, "localize_with_evidence", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
         localize(tiny_map, queries, out, checkpoint_every=2)
     assert not out.exists()
@@ -95,9 +107,11 @@ def test_localize_resumes_from_checkpoint(tiny_world: Path, tiny_map: Path, tmp_
     summary = localize(tiny_map, queries, out, checkpoint_every=2)
     assert calls["n"] == -100 + len(queries.frames) - 4
     assert len(summary.results) == len(queries.frames)
+    # the features of the queries localized before the interruption survived in the HDF5 output
+    assert sorted(list_h5_names(output_paths(out)["features"])) == sorted(queries.names)
 
 
-def test_map_build_resumes_after_interruption(tiny_world: Path, tmp_path: Path, monkeypatch) -> None:
+def test_map_build_resumes_after_interruption(tiny_world: Path, tiny_map_config, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "map"
     real_read = build_module.read_image
     seen = {"n": 0}
@@ -110,24 +124,24 @@ def test_map_build_resumes_after_interruption(tiny_world: Path, tmp_path: Path, 
 
     monkeypatch.setattr(build_module, "read_image", crash_on_the_20th_image)
     with pytest.raises(KeyboardInterrupt):
-        build_map(tiny_world, out, TINY_MAP, split="train")
+        build_map(tiny_world, out, tiny_map_config, split="train")
     assert not (out / "map.json").exists()
     monkeypatch.setattr(build_module, "read_image", real_read)
     extracted = []
     monkeypatch.setattr(build_module, "read_image", lambda p: extracted.append(p) or real_read(p))
-    summary = build_map(tiny_world, out, TINY_MAP, split="train")
+    summary = build_map(tiny_world, out, tiny_map_config, split="train")
     total = len(load_frames(tiny_world, split="train").frames)
     # the 19 images extracted before the interruption were kept: only the others were read again
     assert len(extracted) == total - 19 and summary.num_images == total
     assert not (out / "local_features.h5.shards").exists()
 
 
-def test_unreadable_database_image_is_skipped(tiny_world: Path, tmp_path: Path) -> None:
+def test_unreadable_database_image_is_skipped(tiny_world: Path, tiny_map_config, tmp_path: Path) -> None:
     world = tmp_path / "world"
     shutil.copytree(tiny_world, world)
     victim = sorted(world.glob("*/seq-01/frame-000003.color.png"))[0]
     victim.write_bytes(b"not a png")
-    summary = build_map(world, tmp_path / "map", TINY_MAP, split="train")
+    summary = build_map(world, tmp_path / "map", tiny_map_config, split="train")
     assert [str(s.path) for s in summary.skipped] == [str(victim)]
     manifest = json.loads((tmp_path / "map" / "map.json").read_text())
     assert manifest["skipped"][0]["path"] == str(victim)

@@ -33,7 +33,9 @@ from ..features import LocalFeatures
 from ..geometry import Camera, Pose
 from ..geometry.backends import RansacConfig, estimate_absolute_pose, estimate_relative_pose
 from ..io.atomic import write_json
+from ..io.h5 import ShardedH5Writer, names_to_pair
 from ..io.images import read_image
+from ..io.pairs import write_pairs
 from ..io.poses import write_poses
 from ..matching import NearestNeighborMatcher, NNConfig
 from .fusion import RayFusionConfig, fuse_rays
@@ -110,6 +112,15 @@ class QueryResult:
         return cls(pose=pose, **d)
 
 
+@dataclass(frozen=True, eq=False)
+class QueryEvidence:
+    """What a localization computed besides the pose: the query's local features and its matches
+    ``{db name: (M, 2) (query keypoint, database keypoint)}`` (written hloc-style by :func:`localize`)."""
+
+    features: LocalFeatures
+    matches: dict[str, np.ndarray]
+
+
 class Localizer:
     """Localize images against a :class:`~visloc.localization.map.Map` (load once, call many times)."""
 
@@ -128,6 +139,12 @@ class Localizer:
 
     def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query") -> QueryResult:
         """Localize one ``(H, W, 3)`` uint8 image taken with ``camera``."""
+        return self.localize_with_evidence(image, camera, name)[0]
+
+    def localize_with_evidence(
+        self, image: np.ndarray, camera: Camera, name: str = "query"
+    ) -> tuple[QueryResult, QueryEvidence]:
+        """:meth:`localize_image`, also returning the query features and matches."""
         cfg = self.config
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -144,12 +161,13 @@ class Localizer:
             name=name, pose=None, status="", method=self.method, retrieved=retrieved,
             retrieval_scores=[float(s) for s in scores[0][: len(retrieved)]],
         )
+        evidence = QueryEvidence(feats, {})
         if self.method == "pnp":
-            self._pnp(result, feats, camera, timings)
+            self._pnp(result, evidence, camera, timings)
         else:
-            self._essential(result, feats, camera, timings)
+            self._essential(result, evidence, camera, timings)
         result.timings = timings
-        return result
+        return result, evidence
 
     def _match(self, feats: LocalFeatures, db: str, subset: np.ndarray | None = None) -> np.ndarray:
         """``(M, 2)`` matches (query keypoint, database keypoint); ``subset`` restricts the database side."""
@@ -161,15 +179,16 @@ class Localizer:
         return m
 
     # --- estimators -----------------------------------------------------------------------------
-    def _pnp(self, result: QueryResult, feats: LocalFeatures, camera: Camera, timings: dict) -> None:
+    def _pnp(self, result: QueryResult, evidence: QueryEvidence, camera: Camera, timings: dict) -> None:
         """Pooled 2D-3D correspondences of all retrieved images -> one LO-RANSAC PnP."""
-        cfg = self.config
+        cfg, feats = self.config, evidence.features
         t = time.perf_counter()
         p2d, p3d, owner, counts = [], [], [], []
         for i, db in enumerate(result.retrieved):
             pts = self.map.points3D(db)
             with_point = np.flatnonzero(np.all(np.isfinite(pts), axis=1)) if pts is not None else np.zeros(0, int)
             m = self._match(feats, db, with_point) if len(with_point) >= 2 else np.zeros((0, 2), int)
+            evidence.matches[db] = m
             counts.append(len(m))
             if len(m) < cfg.min_matches:
                 continue
@@ -199,11 +218,12 @@ class Localizer:
         finally:
             timings["pose"] = time.perf_counter() - t
 
-    def _essential(self, result: QueryResult, feats: LocalFeatures, camera: Camera, timings: dict) -> None:
+    def _essential(self, result: QueryResult, evidence: QueryEvidence, camera: Camera, timings: dict) -> None:
         """Relative pose to every retrieved image from the essential matrix, fused by ray triangulation."""
-        cfg = self.config
+        cfg, feats = self.config, evidence.features
         t = time.perf_counter()
         pairs = [self._match(feats, db) for db in result.retrieved]
+        evidence.matches.update(zip(result.retrieved, pairs, strict=True))
         result.matches = [len(m) for m in pairs]
         timings["match"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -250,6 +270,31 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.json")
 
 
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """Files :func:`localize` writes next to the pose file ``out``."""
+    out = Path(out)
+    return {
+        "poses": out,
+        "log": _log_path(out),
+        "pairs": out.with_name(out.name + ".pairs.txt"),
+        "features": out.with_name(out.name + ".features.h5"),
+        "matches": out.with_name(out.name + ".matches.h5"),
+    }
+
+
+def _evidence_arrays(evidence: QueryEvidence) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """hloc layout: the query's feature group and one ``matches0`` group per retrieved image."""
+    f = evidence.features
+    feats = {"keypoints": f.keypoints, "descriptors": f.descriptors.T.astype(np.float16), "scores": f.scores,
+             "image_size": np.array(f.image_size)}
+    matches = {}
+    for db, m in evidence.matches.items():
+        matches0 = np.full(len(f), -1, np.int32)
+        matches0[m[:, 0]] = m[:, 1]
+        matches[db] = {"matches0": matches0}
+    return feats, matches
+
+
 @dataclass(frozen=True)
 class LocalizeSummary:
     poses_path: Path
@@ -272,7 +317,9 @@ def localize(
     **dataset_options: Any,
 ) -> LocalizeSummary:
     """Localize a batch of query images and write ``out`` (hloc pose file of the localized queries)
-    plus ``out.log.json`` (per-query details, skipped images).
+    plus, next to it (see :func:`output_paths`): ``out.log.json`` (per-query details, skipped images),
+    ``out.pairs.txt`` (retrieval pairs, ranked, with a scores sidecar), and the query features and
+    query-database matches in hloc's HDF5 layout (``out.features.h5``, ``out.matches.h5``).
 
     Resumable: results are checkpointed to ``out.partial.json`` every ``checkpoint_every`` queries,
     and a rerun skips the queries found there. Unreadable images are skipped and listed.
@@ -306,7 +353,13 @@ def localize(
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("ignoring unreadable checkpoint %s", partial)
 
+    paths = output_paths(out)
+    feature_writer = ShardedH5Writer(paths["features"], flush_every=checkpoint_every + 1)
+    match_writer = ShardedH5Writer(paths["matches"], flush_every=checkpoint_every * config.num_retrieved + 1)
+
     def checkpoint() -> None:
+        feature_writer.flush()  # the h5 shards always hold at least the checkpointed queries
+        match_writer.flush()
         write_json(partial, {"results": [r.to_json() for r in done.values()]})
 
     todo = [f for f in frames if f.name not in done]
@@ -316,11 +369,22 @@ def localize(
         except InputError as e:
             skipped.append(Skipped(frame.name, frame.image_path, e.problem))
             continue
-        done[frame.name] = localizer.localize_image(image, frame.camera, frame.name)
+        result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name)
+        done[frame.name] = result
+        feats, matches = _evidence_arrays(evidence)
+        feature_writer.add(frame.name, feats)
+        for db, arrays in matches.items():
+            match_writer.add(names_to_pair(frame.name, db), arrays)
         if (k + 1) % checkpoint_every == 0:
             checkpoint()
 
     results = [done[f.name] for f in frames if f.name in done]
+    feature_writer.finalize(file_attrs={"extractor": localizer.map.config.extractor})
+    match_writer.finalize()
+    write_pairs(
+        paths["pairs"], [(r.name, db) for r in results for db in r.retrieved],
+        [s for r in results for s in r.retrieval_scores],
+    )
     write_poses(out, {r.name: r.pose for r in results if r.pose is not None})
     write_json(
         _log_path(out),
