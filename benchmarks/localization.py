@@ -27,6 +27,7 @@ from visloc.evaluation.localization import DEFAULT_THRESHOLDS, evaluate_localiza
 from visloc.io.atomic import write_json, write_text
 from visloc.io.images import read_image
 from visloc.localization import LocalizeConfig, Localizer, Map, build_map
+from visloc.runtime import tune_malloc
 from visloc.settings import data_dir
 
 THRESHOLDS = ((0.005, 0.5), *DEFAULT_THRESHOLDS)
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/results.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    tune_malloc()  # as the command line does
     rows = []
     if args.only in (None, "world"):
         world = make_world(args.work / "world", WorldConfig(), progress=False)

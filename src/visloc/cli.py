@@ -35,6 +35,9 @@ def _main(
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("faiss").setLevel(max(level, logging.WARNING))
+    from .runtime import tune_malloc
+
+    tune_malloc()
 
 
 def _parse_options(items: list[str] | None) -> dict:

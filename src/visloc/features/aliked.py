@@ -1,6 +1,7 @@
 """ALIKED (Zhao et al. 2023) through ``kornia.feature.ALIKED``, with weights from a local file.
 
-The BSD-3 weights are read from ``$VISLOC_DATA/weights/aliked/<model>.pth`` (or ``weights_path``);
+torch and kornia are imported when the extractor is created, not with the package. The BSD-3
+weights are read from ``$VISLOC_DATA/weights/aliked/<model>.pth`` (or ``weights_path``);
 nothing is downloaded.
 """
 
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from ..settings import weights_dir
@@ -37,7 +37,9 @@ class ALIKEDConfig:
     device: str = "cpu"
 
 
-def _load(config: ALIKEDConfig) -> torch.nn.Module:
+def _load(config: ALIKEDConfig):
+    """The kornia model with the local weights (torch and kornia are imported only here)."""
+    import torch
     from kornia.feature import ALIKED as KorniaALIKED
 
     path = Path(config.weights_path) if config.weights_path else weights_dir() / "aliked" / f"{config.model_name}.pth"
@@ -71,13 +73,15 @@ class ALIKED:
         self.config = config
         self.model = _load(config)
 
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> LocalFeatures:
+        import torch
+
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         small, factor = resize_for_extraction(image, self.config.resize_max)
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div(255.0).to(self.config.device)
-        out = self.model(x)[0]
+        with torch.inference_mode():
+            out = self.model(x)[0]
         h, w = image.shape[:2]
         return LocalFeatures(
             keypoints=rescale_keypoints(out.keypoints.cpu().numpy(), factor).astype(np.float32),

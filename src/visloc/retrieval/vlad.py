@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import torch
 
 from ..features.base import LocalFeatures
 from .registry import global_descriptors
@@ -73,19 +72,21 @@ class VLAD:
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids}
 
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray | None, features: LocalFeatures) -> np.ndarray:
         """VLAD of one image's local descriptors -> ``(K * D,)`` float32, unit norm (all zeros for an
         image without features)."""
         if self.centroids is None:
             raise RuntimeError("VLAD codebook is not fitted")
-        c = torch.from_numpy(self.centroids)
-        out = torch.zeros_like(c)
+        c = self.centroids
+        out = np.zeros_like(c)
         if len(features):
-            x = torch.from_numpy(np.ascontiguousarray(features.descriptors, dtype=np.float32))
-            assign = torch.cdist(x, c).argmin(dim=1)
-            out.index_add_(0, assign, x - c[assign])
-        out = torch.nn.functional.normalize(out, dim=1)  # intra-normalisation
-        out = out.sign() * out.abs().pow(self.config.power)
-        v = torch.nn.functional.normalize(out.reshape(-1), dim=0)
-        return v.numpy().astype(np.float32)
+            x = np.ascontiguousarray(features.descriptors, dtype=np.float32)
+            # nearest centroid by L2 distance: argmin |c|^2 - 2 x.c (|x|^2 is the same for every c)
+            assign = np.argmin((c * c).sum(axis=1)[None] - 2.0 * (x @ c.T), axis=1)
+            onehot = np.zeros((len(x), len(c)), np.float32)
+            onehot[np.arange(len(x)), assign] = 1.0
+            out = onehot.T @ x - onehot.sum(axis=0)[:, None] * c  # sum of residuals per centroid
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # intra-normalisation
+        out = np.sign(out) * np.abs(out) ** self.config.power
+        v = out.reshape(-1)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
