@@ -57,7 +57,51 @@ def test_l1_average_about_one_axis_is_the_median_angle() -> None:
     rotations = Rotation.from_rotvec(np.radians(angles)[:, None] * axis).as_matrix()
     S = l1_rotation_average(rotations)
     expected = Rotation.from_rotvec(np.radians(2.5) * axis).as_matrix()
-    assert rotation_angle_deg(S @ expected.T) < 0.05
+    assert rotation_angle_deg(S @ expected.T) < 1e-6
+
+
+def test_l1_average_is_not_its_quaternion_mean_initialisation() -> None:
+    # dqq_L1_mean_rotation_matrix.m stops after one update and returns its initialisation (the MATLAB
+    # stopping test |1 - det(S S^T)| < 1e-10 holds for every rotation). About one axis, 0, 5 and 12
+    # degrees: the L1 mean is the median, 5; the normalised quaternion mean is
+    # 2 atan(sum sin(a/2) / sum cos(a/2)) = 5.666 degrees.
+    axis = np.array([0.0, 0.6, 0.8])
+    rotations = Rotation.from_rotvec(np.radians([0.0, 5.0, 12.0])[:, None] * axis).as_matrix()
+    at = lambda deg: Rotation.from_rotvec(np.radians(deg) * axis).as_matrix()  # noqa: E731
+    assert rotation_angle_deg(l1_rotation_average(rotations) @ at(5.0).T) < 1e-6
+    half = np.radians([0.0, 5.0, 12.0]) / 2
+    qmean = np.degrees(2 * np.arctan2(np.sin(half).sum(), np.cos(half).sum()))
+    assert rotation_angle_deg(quaternion_mean(rotations) @ at(qmean).T) < 1e-9
+    assert rotation_angle_deg(l1_rotation_average(rotations, max_iterations=0) @ at(qmean).T) < 1e-9
+
+
+def test_l1_average_about_one_axis_even_count() -> None:
+    # With an even count every angle between the two middle ones is a minimiser (here [10, 20]).
+    rotations = Rotation.from_rotvec(np.radians([0.0, 10.0, 20.0, 90.0])[:, None] * np.array([1.0, 0, 0])).as_matrix()
+    angle = np.degrees(Rotation.from_matrix(l1_rotation_average(rotations)).as_rotvec())
+    np.testing.assert_allclose(angle[1:], 0.0, atol=1e-9)
+    assert 10.0 - 1e-9 <= angle[0] <= 20.0 + 1e-9
+
+
+def test_two_rotations_average_to_the_geodesic_midpoint() -> None:
+    a = TRUTH
+    b = Rotation.from_rotvec(np.radians(50.0) * np.array([0.0, 0.0, 1.0])) * TRUTH
+    mid = Rotation.from_rotvec(np.radians(25.0) * np.array([0.0, 0.0, 1.0])) * TRUTH
+    S = l1_rotation_average(np.stack([a.as_matrix(), b.as_matrix()]))
+    assert rotation_angle_deg(S @ mid.as_matrix().T) < 1e-9
+
+
+def test_l1_minimiser_at_one_of_the_rotations() -> None:
+    # Geodesic Fermat point: I and two rotations about axes 150 degrees apart. The unit pulls of the two
+    # others sum to 2 cos(75 deg) = 0.52 < 1, so the minimiser is I itself (not the quaternion mean).
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([np.cos(np.radians(150.0)), np.sin(np.radians(150.0)), 0.0])
+    rotations = Rotation.from_rotvec(np.stack([np.zeros(3), 0.3 * a, 0.5 * b])).as_matrix()
+    assert rotation_angle_deg(quaternion_mean(rotations)) > 5.0
+    assert rotation_angle_deg(l1_rotation_average(rotations)) < 1e-7
+    # started exactly on a minimiser (a symmetric set whose quaternion mean is I), it stays there
+    sym = Rotation.from_rotvec(np.stack([np.zeros(3), 0.4 * a, -0.4 * a, 0.2 * b, -0.2 * b])).as_matrix()
+    np.testing.assert_allclose(l1_rotation_average(sym), np.eye(3), atol=1e-12)
 
 
 def test_l1_average_minimises_sum_of_geodesic_distances() -> None:
@@ -86,3 +130,14 @@ def test_quaternion_mean_handles_sign_flips() -> None:
 def test_bad_input_shape(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="expected"):
         l1_rotation_average(np.zeros(shape))
+
+
+@pytest.mark.parametrize("max_iterations", [99, 100, 101])
+def test_reaching_an_input_rotation_does_not_throw_the_iterate_off(max_iterations: int) -> None:
+    # Three copies of I and one 30-degree rotation: the minimiser is I. With no tolerance the iterate
+    # reaches I to within 1e-12 rad; leaving the coinciding rotations out of a plain Weiszfeld step
+    # would then jump to the lone rotation and back (the answer would depend on the iteration count).
+    rotations = np.concatenate([np.repeat(np.eye(3)[None], 3, axis=0),
+                                Rotation.from_rotvec([[np.radians(30.0), 0.0, 0.0]]).as_matrix()])
+    S = l1_rotation_average(rotations, max_iterations=max_iterations, tol=0.0)
+    assert rotation_angle_deg(S) < 1e-9

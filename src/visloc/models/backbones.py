@@ -1,0 +1,305 @@
+"""Image encoders: ``(B, 3, H, W)`` ImageNet-normalised images -> global descriptor ``(B, D)``.
+
+Select them by name from :data:`backbones` through a :class:`BackboneConfig`::
+
+    encoder = build_backbone(BackboneConfig("resnet18", weights="imagenet"))
+    desc = encoder(images)          # (B, 512): global average pooling of the last feature map
+
+``resnet34`` (Publication V's encoder), ``resnet18`` and ``mobilenet_v2`` are torchvision networks
+with the classifier removed; ``tiny`` is a small CNN for training from scratch on a CPU. Where the
+weights come from is decided by :class:`BackboneConfig` (see :mod:`visloc.models.weights`): nothing is
+ever downloaded here. All ops are convolutions, batch norm and pooling, so a model moved to
+``channels_last`` runs in that memory format throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError
+from ..registry import Registry
+from .weights import (
+    IMAGENET_WEIGHTS,
+    imagenet_cache_path,
+    load_state_dict_file,
+    load_state_into,
+    networks,
+)
+
+#: ImageNet channel statistics (RGB, images in [0, 1]) that every backbone expects to be removed.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Attributes:
+    name: a registered backbone: ``resnet34``, ``resnet18``, ``mobilenet_v2`` or ``tiny``.
+    weights: ``"imagenet"`` (torchvision's, from the torch hub cache only), ``"none"`` (random
+        initialisation, needs ``allow_random_init``) or the path of a state-dict file.
+    allow_random_init: permit random initialisation: with ``weights="none"``, or as the fallback
+        (with a warning) when the ImageNet weights are not in the cache.
+    """
+
+    name: str = "resnet18"
+    weights: str = "imagenet"
+    allow_random_init: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, os.PathLike):  # keep configs plain data (checkpoints, JSON sidecars)
+            object.__setattr__(self, "weights", os.fspath(self.weights))
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ConfigError(
+                f"backbone weights must be 'imagenet', 'none' or a file path, got {self.weights!r}"
+            )
+
+
+#: The image encoders. Factories are called as ``factory(config, load_weights=True)``.
+backbones: Registry[Backbone] = Registry("backbone")
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """Remove the ImageNet mean and scale by its standard deviation.
+
+    Args:
+        images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+
+    Returns:
+        ``(B, 3, H, W)`` normalised images.
+    """
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all of them, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class Backbone(nn.Module):
+    """Base class: ``feature_map`` then global average pooling.
+
+    Attributes:
+        config: the :class:`BackboneConfig` it was built from (``name`` set to the registered name).
+        out_dim: descriptor size ``D``.
+        stride: total downsampling of :meth:`feature_map`.
+        initialised_from: ``"imagenet:<file>"``, ``"file:<file>"`` or ``"random"``.
+        body: the network whose state dict the weight files hold (torchvision names for torchvision
+            backbones).
+    """
+
+    out_dim: int
+    stride: int = 32
+    #: Keys of torchvision ImageNet files that the encoder does not use (the classifier).
+    ignored_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, name: str, config: BackboneConfig, body: nn.Module, out_dim: int) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config, name=name) if config.name != name else config
+        self.body = body
+        self.out_dim = out_dim
+        self.initialised_from = "random"
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature map.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised.
+
+        Returns:
+            ``(B, D, ceil(H / stride), ceil(W / stride))`` (up to rounding of the strided layers).
+        """
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Global descriptor.
+
+        Args:
+            images: ``(B, 3, H, W)`` float, ImageNet-normalised (:func:`imagenet_normalize`).
+
+        Returns:
+            ``(B, D)`` global-average-pooled features, ``D = out_dim`` (not normalised).
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        return self.feature_map(images).mean(dim=(2, 3))
+
+    def load_weights(self) -> None:
+        """Initialise the weights as :attr:`config` says (called once by the factory)."""
+        config = self.config
+        if config.weights == "none":
+            if not config.allow_random_init:
+                raise ConfigError(
+                    f"backbone {config.name!r}: weights='none' means random initialisation, which must be "
+                    "asked for explicitly with allow_random_init=True (or give weights='imagenet' or a file)"
+                )
+            return
+        if config.weights == "imagenet":
+            if config.name not in IMAGENET_WEIGHTS:
+                raise ConfigError(
+                    f"backbone {config.name!r} has no ImageNet weights: use weights=<state-dict file> or "
+                    "weights='none' with allow_random_init=True"
+                )
+            path = imagenet_cache_path(config.name)
+            if not path.is_file():
+                missing = f"ImageNet weights of backbone {config.name!r} are not in the torch hub cache"
+                if config.allow_random_init:
+                    warnings.warn(f"{path}: {missing}; starting from random weights", stacklevel=3)
+                    return
+                raise InputError(
+                    path,
+                    f"{missing} (visloc never downloads implicitly). Alternatives: fetch them once while "
+                    f"online with visloc.models.download_weights({config.name!r}) or copy the file here; "
+                    "pass weights=<path of a state-dict file>; or set allow_random_init=True to train from "
+                    "random initialisation",
+                )
+            self._load_file(path)
+            self.initialised_from = f"imagenet:{path}"
+            return
+        path = Path(config.weights).expanduser()
+        self._load_file(path)
+        self.initialised_from = f"file:{path}"
+
+    def _load_file(self, path: Path) -> None:
+        state = load_state_dict_file(path)
+        if state and all(k.startswith("body.") for k in state):  # saved from a visloc Backbone
+            state = {k[len("body.") :]: v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(self.ignored_prefixes)}
+        load_state_into(self.body, state, path, f"backbone {self.config.name!r}")
+
+
+# --- torchvision backbones -------------------------------------------------------------------------
+
+
+class ResNetBackbone(Backbone):
+    """torchvision ResNet without ``fc``; the descriptor is the pooled ``layer4`` output."""
+
+    ignored_prefixes = ("fc.",)
+
+    def __init__(self, name: str, config: BackboneConfig) -> None:
+        import torchvision.models
+
+        body = getattr(torchvision.models, name)(weights=None)
+        out_dim = body.fc.in_features
+        body.fc = nn.Identity()
+        super().__init__(name, config, body, out_dim)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+
+class MobileNetV2Backbone(Backbone):
+    """torchvision MobileNetV2 without the classifier; descriptor ``(B, 1280)``."""
+
+    ignored_prefixes = ("classifier.",)
+
+    def __init__(self, name: str, config: BackboneConfig) -> None:
+        import torchvision.models
+
+        body = torchvision.models.mobilenet_v2(weights=None)
+        out_dim = body.last_channel
+        body.classifier = nn.Identity()
+        super().__init__(name, config, body, out_dim)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body.features(images)
+
+
+# --- tiny: a small CNN for CPU training from scratch -------------------------------------------------
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class TinyCNN(nn.Module):
+    """Five stride-2 stages of 3x3 conv-BN-ReLU; stages 2-4 add a stride-1 3x3 conv-BN-ReLU.
+
+    Widths 16-32-64-128-256: about 587k parameters (2.3 MB float32), receptive field 119 px, 2-3 ms per
+    128x128 image on 2 CPU cores. Kaiming initialisation as torchvision's ResNets.
+    """
+
+    widths = (16, 32, 64, 128, 256)
+    double = (1, 2, 3)
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i, width in enumerate(self.widths):
+            layers += _conv_bn_relu(c_in, width, 2)
+            if i in self.double:
+                layers += _conv_bn_relu(width, width, 1)
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+
+class TinyBackbone(Backbone):
+    """:class:`TinyCNN` with global average pooling; descriptor ``(B, 256)``."""
+
+    def __init__(self, name: str, config: BackboneConfig) -> None:
+        body = TinyCNN()
+        super().__init__(name, config, body, body.widths[-1])
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+def _register(name: str, cls: type[Backbone]) -> None:
+    def factory(config: BackboneConfig, load_weights: bool = True) -> Backbone:
+        backbone = cls(name, config)
+        if load_weights:
+            backbone.load_weights()
+        return backbone
+
+    factory.__name__ = f"build_{name}"
+    backbones.register(name, BackboneConfig)(factory)
+
+
+_register("resnet18", ResNetBackbone)
+_register("resnet34", ResNetBackbone)
+_register("mobilenet_v2", MobileNetV2Backbone)
+_register("tiny", TinyBackbone)
+
+
+@networks.register("backbone", BackboneConfig)
+def build_backbone(config: BackboneConfig, load_weights: bool = True) -> Backbone:
+    """The backbone ``config.name`` with its weights set as ``config.weights`` says.
+
+    Args:
+        config: which encoder and which weights.
+        load_weights: ``False`` builds the architecture only (random weights, no file is read), for
+            callers that load a full state dict afterwards.
+
+    Raises:
+        ConfigError: unknown name, ImageNet weights asked for ``tiny``, random init not allowed.
+        InputError: a weights file (or the expected cache file) is missing, unreadable or does not
+            fit the architecture; the message names the file.
+    """
+    return backbones.entry(config.name).factory(config, load_weights)

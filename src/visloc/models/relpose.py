@@ -1,0 +1,200 @@
+"""The Siamese relative-pose network of Publication V (Laskar et al., ICCVW 2017).
+
+One shared encoder turns each image into a global descriptor; the concatenation
+``[desc_db, desc_query]`` (database first, as the original) is regressed to the relative pose label of
+:mod:`visloc.models.labels`: translation ``t (3)`` and quaternion ``q (4)``, with no unit-norm constraint
+on either output (normalise at use). Two heads:
+
+* ``original`` (Lua code, ``model.lua``): Linear(2D -> hidden) -> BatchNorm1d -> ReLU -> Dropout(p) ->
+  Linear(hidden -> 3) and Linear(hidden -> 4); dropout ``p = 0.5``.
+* ``pytorch_port`` (RelPoseNet PyTorch port): Linear(2D -> hidden) -> Dropout(0.3) -> the two linear
+  heads, no BatchNorm and no ReLU. The port applies the hidden layer once per head, so each head sees
+  its own dropout mask in training; so does this implementation.
+
+The encoder's descriptor doubles as the retrieval descriptor (:meth:`RelPoseNet.retrieval_descriptor`),
+as in the paper's test-time retrieval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .backbones import BackboneConfig, build_backbone, count_parameters
+from .labels import check_frame
+from .posenet import PoseNet, PoseNetConfig
+from .weights import networks
+
+#: Head variants and their default dropout.
+HEAD_DROPOUT = {"original": 0.5, "pytorch_port": 0.3}
+
+
+@dataclass(frozen=True)
+class RelPoseConfig:
+    """Attributes:
+    backbone: the shared encoder (the original: ``resnet34`` with ImageNet weights).
+    head: ``"original"`` (BN + ReLU + dropout) or ``"pytorch_port"`` (dropout only).
+    hidden: width of the hidden layer (1024 in both published versions, = 2 x 512).
+    dropout: dropout probability; ``None`` takes the head's published value (0.5 original, 0.3 port).
+    translation_frame: frame of the translation label the network is trained on: ``"camera"``
+        (scene-agnostic, visloc's default) or ``"world"`` (the original); see
+        :mod:`visloc.models.labels`. The network does not use it; it travels with the weights so that
+        predictions are read in the right frame.
+    """
+
+    backbone: BackboneConfig = BackboneConfig(name="resnet34")
+    head: str = "original"
+    hidden: int = 1024
+    dropout: float | None = None
+    translation_frame: str = "camera"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_DROPOUT:
+            raise ConfigError(f"unknown relpose head {self.head!r}; known: {', '.join(HEAD_DROPOUT)}")
+        if self.hidden < 1:
+            raise ConfigError(f"relpose hidden width must be positive, got {self.hidden}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"relpose dropout must be in [0, 1), got {self.dropout}")
+        check_frame(self.translation_frame)
+
+    @property
+    def head_dropout(self) -> float:
+        """The dropout probability used (``dropout`` or the head's published default)."""
+        return HEAD_DROPOUT[self.head] if self.dropout is None else float(self.dropout)
+
+
+@networks.register("relpose", RelPoseConfig)
+class RelPoseNet(nn.Module):
+    """Siamese relative-pose regressor.
+
+    Args:
+        config: the architecture.
+        load_weights: initialise the encoder as ``config.backbone.weights`` says; ``False`` builds the
+            architecture only (for loading a checkpoint).
+
+    Example:
+        >>> net = RelPoseNet(RelPoseConfig(BackboneConfig("tiny", "none", allow_random_init=True)))
+        >>> t, q = net(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+        >>> t.shape, q.shape
+        (torch.Size([2, 3]), torch.Size([2, 4]))
+    """
+
+    def __init__(self, config: RelPoseConfig = RelPoseConfig(), load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = build_backbone(config.backbone, load_weights=load_weights)
+        d_in, hidden, p = 2 * self.encoder.out_dim, config.hidden, config.head_dropout
+        if config.head == "original":
+            self.trunk: nn.Module = nn.Sequential(
+                nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(p)
+            )
+            self.head_dropout: nn.Module = nn.Identity()  # already in the trunk, shared by both heads
+        else:
+            self.trunk = nn.Sequential(nn.Linear(d_in, hidden))
+            self.head_dropout = nn.Dropout(p)  # applied once per head: independent masks
+        self.fc_t = nn.Linear(hidden, 3)
+        self.fc_q = nn.Linear(hidden, 4)
+
+    @property
+    def descriptor_dim(self) -> int:
+        """``D``, the size of one image's descriptor."""
+        return self.encoder.out_dim
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Shared-encoder descriptor of each image.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised.
+
+        Returns:
+            ``(B, D)`` global-average-pooled features.
+        """
+        return self.encoder(images)
+
+    def retrieval_descriptor(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder descriptor, L2-normalised, for dot-product retrieval.
+
+        Call in eval mode (and under ``torch.inference_mode()``) for reproducible descriptors.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised.
+
+        Returns:
+            ``(B, D)`` float32 unit vectors.
+        """
+        return F.normalize(self.encode(images).float(), p=2.0, dim=1)
+
+    def regress(self, desc_db: torch.Tensor, desc_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relative pose from the two descriptors, database first.
+
+        Args:
+            desc_db: ``(B, D)`` descriptors of the database images (image 1).
+            desc_query: ``(B, D)`` descriptors of the query images (image 2).
+
+        Returns:
+            ``t (B, 3)`` and ``q (B, 4)`` (w-first, not normalised), in the label convention of
+            :mod:`visloc.models.labels` with frame ``config.translation_frame``.
+        """
+        if desc_db.shape != desc_query.shape or desc_db.ndim != 2:
+            raise ValueError(
+                f"expected two (B, D) descriptors, got {tuple(desc_db.shape)} and {tuple(desc_query.shape)}"
+            )
+        hidden = self.trunk(torch.cat([desc_db, desc_query], dim=1))
+        return self.fc_t(self.head_dropout(hidden)), self.fc_q(self.head_dropout(hidden))
+
+    def forward(self, img_db: torch.Tensor, img_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relative pose of each (database, query) pair.
+
+        Args:
+            img_db: ``(B, 3, H, W)`` database images (image 1).
+            img_query: ``(B, 3, H', W')`` query images (image 2).
+
+        Returns:
+            ``t (B, 3)`` and ``q (B, 4)``, as :meth:`regress`.
+        """
+        return self.regress(self.encode(img_db), self.encode(img_query))
+
+
+def relpose_loss(
+    t_pred: torch.Tensor, q_pred: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor, beta: float = 1.0
+) -> torch.Tensor:
+    """The original's loss: ``MSE(t) + beta * MSE(q)`` (means over batch and components).
+
+    The labels' quaternions have ``w >= 0`` (:func:`~visloc.models.labels.relative_pose_label`, kept by
+    the pair swap), so no sign alignment happens here.
+
+    Args:
+        t_pred: ``(B, 3)``.
+        q_pred: ``(B, 4)``.
+        t_gt: ``(B, 3)``.
+        q_gt: ``(B, 4)``.
+        beta: weight of the rotation term (the original's default: 1).
+
+    Returns:
+        Scalar loss.
+    """
+    return F.mse_loss(t_pred, t_gt) + beta * F.mse_loss(q_pred, q_gt)
+
+
+def scalability(
+    num_scenes: int, relpose: RelPoseConfig | None = None, posenet: PoseNetConfig | None = None
+) -> dict[str, int]:
+    """Parameter counts of one relative-pose model against one PoseNet per scene.
+
+    Args:
+        num_scenes: ``k``, the number of scenes PoseNet needs one model each for.
+        relpose: the relative-pose architecture (default :class:`RelPoseConfig`).
+        posenet: the per-scene absolute regressor (default :class:`PoseNetConfig`).
+
+    Returns:
+        ``{"relpose": n, "posenet_per_scene": m, "posenet_total": k * m}``.
+    """
+    relpose = relpose or RelPoseConfig()
+    posenet = posenet or PoseNetConfig()
+    n = count_parameters(RelPoseNet(relpose, load_weights=False))
+    m = count_parameters(PoseNet(posenet, load_weights=False))
+    return {"relpose": n, "posenet_per_scene": m, "posenet_total": num_scenes * m}

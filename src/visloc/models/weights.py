@@ -1,0 +1,276 @@
+"""Where network weights come from, and the checkpoints of the models visloc trains.
+
+Weights policy (DESIGN.md section 7): ImageNet weights of torchvision backbones are read **only** from the
+torch hub cache, ``torch.hub.get_dir()/checkpoints/<file name of the torchvision URL>`` (``$TORCH_HOME``);
+nothing is downloaded implicitly. :func:`download_weights` fills the cache for users who are online,
+with torch's own hash check. Every file is read with ``torch.load(weights_only=True, map_location="cpu")``
+and every error names the file.
+
+Checkpoints (:func:`save_model` / :func:`load_model`) hold plain data only::
+
+    {"state_dict": {...}, "config": {"model": "relpose", **dataclasses.asdict(config)},
+     "versions": {"visloc": ..., "torch": ..., "torchvision": ...}, "metrics": {...}}
+
+so they load with ``weights_only=True``; the model is rebuilt from ``config`` through the
+:data:`networks` registry, without reading any pretrained weights (the state dict replaces them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError
+from ..io.atomic import atomic_path
+from ..registry import Registry, config_to_dict
+
+#: Trainable networks that :func:`load_model` can rebuild from a checkpoint. Factories are called as
+#: ``factory(config, load_weights=True)``; ``load_weights=False`` builds the architecture only.
+networks: Registry[nn.Module] = Registry("network")
+
+#: The torchvision ImageNet weights of each backbone: (weights enum, member). Pinned, so that the cache
+#: file name does not change when torchvision changes its ``DEFAULT``.
+IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
+    "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
+    "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
+    "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V2"),
+}
+
+#: Checkpoint keys written by :func:`save_model`.
+CHECKPOINT_KEYS = ("state_dict", "config", "versions", "metrics")
+
+
+# --- ImageNet weights in the torch hub cache -----------------------------------------------------
+
+
+def _imagenet_entry(name: str) -> Any:
+    import torchvision.models
+
+    if name not in IMAGENET_WEIGHTS:
+        known = ", ".join(sorted(IMAGENET_WEIGHTS))
+        raise ConfigError(f"backbone {name!r} has no ImageNet weights (backbones with them: {known})")
+    enum_name, member = IMAGENET_WEIGHTS[name]
+    return getattr(torchvision.models, enum_name)[member]
+
+
+def imagenet_weights_url(name: str) -> str:
+    """The torchvision URL of the ImageNet weights of backbone ``name``."""
+    return _imagenet_entry(name).url
+
+
+def imagenet_cache_path(name: str) -> Path:
+    """Where the ImageNet weights of backbone ``name`` are expected: ``<hub dir>/checkpoints/<file>``.
+
+    The file name is the last component of the torchvision URL (it carries the sha256 prefix that
+    torch's hash check uses), so files that torchvision itself downloaded are found too.
+    """
+    file_name = os.path.basename(urlparse(imagenet_weights_url(name)).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def download_weights(name: str, progress: bool = True) -> Path:
+    """Fetch the torchvision ImageNet weights of backbone ``name`` into the torch hub cache.
+
+    Needs a network connection; it is never called by visloc itself. A file already in the cache is
+    kept as it is. The download goes through ``torch.hub.download_url_to_file``, which checks the
+    sha256 prefix in the file name and writes through a temporary file.
+
+    Args:
+        name: ``resnet18``, ``resnet34`` or ``mobilenet_v2``.
+        progress: show a progress bar.
+
+    Returns:
+        The cached file, :func:`imagenet_cache_path` of ``name``.
+    """
+    url = imagenet_weights_url(name)
+    dst = imagenet_cache_path(name)
+    if dst.is_file():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(dst.name)
+    hash_prefix = match.group(1) if match else None
+    torch.hub.download_url_to_file(url, str(dst), hash_prefix=hash_prefix, progress=progress)
+    return dst
+
+
+# --- reading state dicts -------------------------------------------------------------------------
+
+
+def _torch_load(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip, pickle and torch errors all mean "not a usable file"
+        raise InputError(path, f"{what} is not a readable torch file ({type(e).__name__}: {e})") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (a mapping of names to tensors) with ``weights_only=True`` on the CPU."""
+    path = Path(path).expanduser()
+    state = _torch_load(path, "weights file")
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise InputError(path, "weights file is not a state dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > n else ''})"
+
+
+def load_state_into(
+    module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str
+) -> None:
+    """Load ``state`` strictly into ``module``; a mismatch raises :class:`InputError` naming ``path``.
+
+    Args:
+        module: the receiving module.
+        state: the state dict read from ``path``.
+        path: the file the state came from (for the message).
+        what: the architecture in words, e.g. ``"backbone 'resnet18'"``.
+    """
+    own = module.state_dict()
+    state = dict(state)
+    for key in own:  # files saved before PyTorch 0.4 (torchvision's ResNet weights) lack these counters
+        if key not in state and key.endswith("num_batches_tracked"):
+            state[key] = own[key]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_few(unexpected)}")
+        if wrong_shape:
+            parts.append(f"wrong shape {_few(wrong_shape)}")
+        raise InputError(path, f"weights do not fit {what} (wrong architecture?): {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
+
+
+# --- checkpoints of trained models -----------------------------------------------------------------
+
+
+def _network_name(config: Any) -> str:
+    for name in networks.names():
+        if type(config) is networks.entry(name).config_cls:
+            return name
+    raise ConfigError(
+        f"{type(config).__name__} is not the config of a registered network ({networks.names()})"
+    )
+
+
+def config_from_dict(config_cls: type, values: Mapping[str, Any]) -> Any:
+    """Rebuild a (possibly nested) config dataclass from :func:`~visloc.registry.config_to_dict` output.
+
+    Unknown keys raise :class:`ConfigError`; missing keys take the field defaults.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for {config_cls.__name__}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(config_cls)
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints.get(key)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = config_from_dict(hint, value)
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[key] = value
+    return config_cls(**kwargs)
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "visloc": str(__version__),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+    }
+
+
+def save_model(
+    path: str | Path, model: nn.Module, config: Any, metrics: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a checkpoint that :func:`load_model` rebuilds without the code that trained it.
+
+    Args:
+        path: output file (``.pt``); written atomically.
+        model: the network, any device (tensors are saved on the CPU).
+        config: its config dataclass (a registered :data:`networks` config, e.g. ``RelPoseConfig``).
+        metrics: plain numbers / strings to keep with the weights (validation errors, epochs ...).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    checkpoint = {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": {"model": _network_name(config), **config_to_dict(config)},
+        "versions": _versions(),
+        "metrics": dict(metrics or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint written by :func:`save_model` (read with ``weights_only=True``)."""
+    path = Path(path).expanduser()
+    checkpoint = _torch_load(path, "checkpoint")
+    if (
+        not isinstance(checkpoint, dict)
+        or not isinstance(checkpoint.get("state_dict"), Mapping)
+        or "config" not in checkpoint
+    ):
+        raise InputError(path, "not a visloc model checkpoint (expected keys 'state_dict' and 'config')")
+    config = checkpoint["config"]
+    if not isinstance(config, dict) or "model" not in config:
+        raise InputError(path, "checkpoint config does not name its model ('model' key)")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a network saved by :func:`save_model` and load its weights.
+
+    The architecture comes from the embedded config through :data:`networks`; no pretrained weights are
+    read (a config that says ``weights="imagenet"`` does not need the hub cache here).
+
+    Args:
+        path: the checkpoint.
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode; its config is ``model.config``.
+    """
+    from . import backbones, posenet, relpose  # noqa: F401  (register the networks)
+
+    path = Path(path).expanduser()
+    checkpoint = read_checkpoint(path)
+    options = dict(checkpoint["config"])
+    name = options.pop("model")
+    try:
+        entry = networks.entry(name)
+        config = config_from_dict(entry.config_cls, options)
+        model = entry.factory(config, load_weights=False)
+    except ConfigError as e:
+        raise InputError(path, f"checkpoint config cannot be used: {e}") from None
+    load_state_into(model, checkpoint["state_dict"], path, f"network {name!r}")
+    return model.to(device).eval()

@@ -1,0 +1,192 @@
+"""The Siamese relative-pose network: weight sharing, input order, both heads, the loss, overfitting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visloc.errors import ConfigError
+from visloc.models import (
+    BackboneConfig,
+    PoseNetConfig,
+    RelPoseConfig,
+    RelPoseNet,
+    count_parameters,
+    networks,
+    relpose_loss,
+    scalability,
+)
+
+TINY = BackboneConfig("tiny", weights="none", allow_random_init=True)
+
+
+def _net(**options) -> RelPoseNet:
+    torch.manual_seed(0)
+    return RelPoseNet(RelPoseConfig(backbone=TINY, **options))
+
+
+def _capture_trunk_input(net: RelPoseNet) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    net.trunk.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    return seen
+
+
+def test_output_shapes_and_defaults() -> None:
+    config = RelPoseConfig()
+    assert config.backbone.name == "resnet34" and config.head == "original"
+    assert config.hidden == 1024 and config.head_dropout == 0.5 and config.translation_frame == "camera"
+    net = _net(hidden=32).eval()
+    t, q = net(torch.randn(3, 3, 64, 64), torch.randn(3, 3, 72, 56))  # the two images may differ in size
+    assert t.shape == (3, 3) and q.shape == (3, 4)
+    assert net.descriptor_dim == 256
+
+
+def test_siamese_branches_share_the_encoder() -> None:
+    net = _net(hidden=32).eval()
+    seen = _capture_trunk_input(net)
+    image = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        net(image, image)
+        desc = net.encode(image)
+    d = net.descriptor_dim
+    assert seen[0].shape == (2, 2 * d)
+    torch.testing.assert_close(seen[0][:, :d], seen[0][:, d:], rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][:, :d], desc, rtol=0, atol=0)
+    # one encoder's parameters + the head, nothing duplicated per branch
+    h = 32
+    head = (2 * d * h + h) + 2 * h + (h * 3 + 3) + (h * 4 + 4)
+    assert count_parameters(net) == count_parameters(net.encoder) + head
+
+
+def test_input_order_is_database_then_query() -> None:
+    net = _net(hidden=32).eval()
+    seen = _capture_trunk_input(net)
+    a, b = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        t_ab, q_ab = net(a, b)
+        t_ba, q_ba = net(b, a)
+        da, db = net.encode(a), net.encode(b)
+        t_reg, q_reg = net.regress(da, db)
+    d = net.descriptor_dim
+    torch.testing.assert_close(seen[0], torch.cat([da, db], dim=1))
+    torch.testing.assert_close(seen[1], torch.cat([db, da], dim=1))
+    torch.testing.assert_close(t_ab, t_reg)
+    torch.testing.assert_close(q_ab, q_reg)
+    assert not torch.allclose(t_ab, t_ba) and not torch.allclose(q_ab, q_ba)
+    assert seen[0][:, :d].ne(seen[1][:, :d]).any()
+
+
+def test_heads_follow_the_two_published_versions() -> None:
+    original = _net(hidden=32)
+    kinds = [type(m) for m in original.trunk]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
+    assert original.trunk[3].p == 0.5
+    assert (
+        original.trunk[0].in_features == 2 * 256
+        and original.fc_t.out_features == 3
+        and original.fc_q.out_features == 4
+    )
+
+    port = _net(hidden=32, head="pytorch_port")
+    head_kinds = {type(m) for m in port.modules()} - {type(m) for m in port.encoder.modules()}
+    assert nn.BatchNorm1d not in head_kinds and nn.ReLU not in head_kinds
+    assert [type(m) for m in port.trunk] == [nn.Linear]
+    assert isinstance(port.head_dropout, nn.Dropout) and port.head_dropout.p == 0.3
+    assert _net(hidden=32, head="pytorch_port", dropout=0.1).head_dropout.p == 0.1
+    # without BN/ReLU, the port in eval mode is an affine map of the descriptors: f(a) + f(b) = f(a + b) + f(0)
+    port.eval()
+    a, b = torch.randn(4, 512), torch.randn(4, 512)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(port.regress(x[:, :256], x[:, 256:]), dim=1)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(f(a) + f(b), f(a + b) + f(torch.zeros(4, 512)), atol=1e-4, rtol=1e-4)
+        original.eval()
+        g = torch.cat(original.regress(a[:, :256], a[:, 256:]), dim=1)
+        g2 = torch.cat(original.regress(-a[:, :256], -a[:, 256:]), dim=1)
+        g0 = torch.cat(original.regress(torch.zeros(4, 256), torch.zeros(4, 256)), dim=1)
+    assert not torch.allclose(g + g2, 2 * g0, atol=1e-3)  # the ReLU makes the original non-affine
+
+
+def test_retrieval_descriptor_is_unit_norm() -> None:
+    net = _net(hidden=32).eval()
+    images = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        desc = net.retrieval_descriptor(images)
+        raw = net.encode(images)
+    assert desc.dtype == torch.float32 and desc.shape == (3, 256)
+    torch.testing.assert_close(desc.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(desc, raw / raw.norm(dim=1, keepdim=True))
+
+
+def test_loss_against_hand_computation() -> None:
+    t_pred, t_gt = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), torch.zeros(2, 3)
+    q_pred, q_gt = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2), torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 2)
+    # MSE(t) = (1 + 4 + 9) / 6; MSE(q) = (1 + 1) * 2 / 8; beta = 10
+    expected = 14.0 / 6.0 + 10.0 * 0.5
+    assert relpose_loss(t_pred, q_pred, t_gt, q_gt, beta=10.0).item() == pytest.approx(expected)
+    assert relpose_loss(t_pred, q_pred, t_gt, q_gt).item() == pytest.approx(14.0 / 6.0 + 0.5)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="unknown relpose head 'deep'"):
+        RelPoseConfig(head="deep")
+    with pytest.raises(ConfigError, match="unknown translation frame 'query'"):
+        networks.create("relpose", translation_frame="query")
+    with pytest.raises(ConfigError, match="dropout"):
+        RelPoseConfig(dropout=1.0)
+    with pytest.raises(ConfigError, match="hidden"):
+        RelPoseConfig(hidden=0)
+    net = networks.create("relpose", backbone=TINY, head="pytorch_port", hidden=8)
+    assert isinstance(net, RelPoseNet) and net.trunk[0].out_features == 8
+
+
+def test_scalability_counts() -> None:
+    counts = scalability(7, RelPoseConfig(backbone=TINY, hidden=64), PoseNetConfig(backbone=TINY, hidden=64))
+    tiny = 587_088
+    assert counts["relpose"] == tiny + (512 * 64 + 64) + 2 * 64 + (64 * 3 + 3) + (64 * 4 + 4)
+    assert counts["posenet_per_scene"] == tiny + (256 * 64 + 64) + (64 * 3 + 3) + (64 * 4 + 4)
+    assert counts["posenet_total"] == 7 * counts["posenet_per_scene"]
+
+
+def _smooth_images(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Distinct images: coarse random patterns upsampled (pure pixel noise would pool to the same mean)."""
+    coarse = torch.randn(n, 3, 6, 6, generator=generator)
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run single-threaded: with another process on one of 2 cores, 2-thread OpenMP steps get 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tiny_relposenet_overfits_eight_pairs(one_thread: None) -> None:
+    # about 3 s on one core: 60 Adam steps on 8 pairs of 48x48 images (the loss is ~1e-3 by step 40)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    img_db, img_q = _smooth_images(8, 48, g), _smooth_images(8, 48, g)
+    t_gt = torch.randn(8, 3, generator=g)
+    q_gt = F.normalize(torch.randn(8, 4, generator=g), dim=1)
+    q_gt = torch.where(q_gt[:, :1] < 0, -q_gt, q_gt)
+    net = RelPoseNet(RelPoseConfig(backbone=TINY, hidden=64, dropout=0.0)).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = relpose_loss(*net(img_db, img_q), t_gt, q_gt, beta=1.0)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.5
+    assert min(losses[-5:]) < 0.01, losses[-5:]

@@ -1,0 +1,297 @@
+"""Weights policy (hub cache only, explicit random init, files) and model checkpoints; no network."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from visloc.errors import ConfigError, InputError
+from visloc.models import (
+    BackboneConfig,
+    PoseNetConfig,
+    RelPoseConfig,
+    build_backbone,
+    download_weights,
+    imagenet_cache_path,
+    load_model,
+    networks,
+    read_checkpoint,
+    save_model,
+)
+
+TINY = BackboneConfig("tiny", weights="none", allow_random_init=True)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache under ``tmp_path``; any download attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"attempted a download: {args}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    return tmp_path / "torch" / "hub"
+
+
+def _assert_same_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    own = module.state_dict()
+    assert set(own) == set(state)
+    for k, v in state.items():
+        assert torch.equal(own[k], v), k
+
+
+# --- ImageNet weights -----------------------------------------------------------------------------
+
+
+def test_cache_path_is_the_torchvision_file_name(hub: Path) -> None:
+    assert imagenet_cache_path("resnet18") == hub / "checkpoints" / "resnet18-f37072fd.pth"
+    assert imagenet_cache_path("resnet34").name == "resnet34-b627a593.pth"
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
+        imagenet_cache_path("tiny")
+
+
+def test_imagenet_cache_hit(hub: Path) -> None:
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None).state_dict()  # with the fc classifier
+    # like torchvision's 2017 file: legacy serialisation, no batch-norm counters (pre PyTorch 0.4)
+    old_style = {k: v for k, v in reference.items() if not k.endswith("num_batches_tracked")}
+    path = hub / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(old_style, path, _use_new_zipfile_serialization=False)
+    net = build_backbone(BackboneConfig("resnet18", weights="imagenet"))
+    assert net.initialised_from == f"imagenet:{path}"
+    _assert_same_state(net.body, {k: v for k, v in reference.items() if not k.startswith("fc.")})
+
+
+def test_imagenet_cache_miss_names_file_and_alternatives(hub: Path) -> None:
+    with pytest.raises(InputError) as info:
+        build_backbone(BackboneConfig("resnet34", weights="imagenet"))
+    expected = hub / "checkpoints" / "resnet34-b627a593.pth"
+    assert info.value.path == expected
+    message = str(info.value)
+    assert str(expected) in message
+    assert "weights=<path" in message and "allow_random_init=True" in message
+    assert "download_weights('resnet34')" in message
+
+
+def test_imagenet_cache_miss_with_random_init_allowed_warns(hub: Path) -> None:
+    with pytest.warns(UserWarning, match="not in the torch hub cache; starting from random weights"):
+        net = build_backbone(BackboneConfig("mobilenet_v2", weights="imagenet", allow_random_init=True))
+    assert net.initialised_from == "random"
+
+
+def test_random_init_must_be_asked_for(hub: Path) -> None:
+    with pytest.raises(ConfigError, match="allow_random_init=True"):
+        build_backbone(BackboneConfig("tiny", weights="none"))
+    with pytest.raises(ConfigError, match="'tiny' has no ImageNet weights"):
+        build_backbone(BackboneConfig("tiny", weights="imagenet", allow_random_init=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_backbone(TINY).initialised_from == "random"
+
+
+def test_download_weights_fills_the_cache_once(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(2)
+    reference = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    calls = []
+
+    def fake_download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        calls.append((url, dst, hash_prefix))
+        torch.save(reference, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    path = download_weights("mobilenet_v2", progress=False)
+    expected = hub / "checkpoints" / "mobilenet_v2-7ebf99e0.pth"
+    assert path == expected and path.is_file()
+    assert calls == [
+        ("https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", str(expected), "7ebf99e0")
+    ]
+    net = build_backbone(BackboneConfig("mobilenet_v2", weights="imagenet"))
+    _assert_same_state(net.body, {k: v for k, v in reference.items() if not k.startswith("classifier.")})
+    assert download_weights("mobilenet_v2") == expected
+    assert len(calls) == 1  # already cached: no second download
+
+
+# --- weights from a file --------------------------------------------------------------------------
+
+
+def test_weights_from_file_in_both_namings(tmp_path: Path, hub: Path) -> None:
+    torch.manual_seed(3)
+    source = build_backbone(TINY)
+    as_backbone, as_body = tmp_path / "backbone.pt", tmp_path / "body.pt"
+    torch.save(source.state_dict(), as_backbone)  # keys "body.*"
+    torch.save(source.body.state_dict(), as_body)  # torchvision-style keys
+    for path in (as_backbone, as_body):
+        torch.manual_seed(4)
+        net = build_backbone(BackboneConfig("tiny", weights=str(path)))
+        assert net.initialised_from == f"file:{path}"
+        _assert_same_state(net, source.state_dict())
+
+
+def test_file_errors_name_the_file(tmp_path: Path, hub: Path) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(InputError, match=r"nope\.pt: weights file not found") as info:
+        build_backbone(BackboneConfig("tiny", weights=str(missing)))
+    assert info.value.path == missing
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(InputError, match=r"garbage\.pt: weights file is not a readable torch file"):
+        build_backbone(BackboneConfig("tiny", weights=str(garbage)))
+
+    not_a_state = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], not_a_state)
+    with pytest.raises(InputError, match=r"list\.pt: weights file is not a state dict"):
+        build_backbone(BackboneConfig("tiny", weights=str(not_a_state)))
+
+
+class _Custom:
+    pass
+
+
+def test_files_are_read_with_weights_only(tmp_path: Path, hub: Path) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"x": _Custom()}, path)  # loadable only with weights_only=False
+    with pytest.raises(InputError, match=r"pickled\.pt: weights file is not a readable torch file"):
+        build_backbone(BackboneConfig("tiny", weights=str(path)))
+
+
+def test_wrong_architecture_names_the_file(tmp_path: Path, hub: Path) -> None:
+    tiny_file = tmp_path / "tiny.pt"
+    torch.save(build_backbone(TINY).body.state_dict(), tiny_file)
+    with pytest.raises(
+        InputError, match=r"tiny\.pt: weights do not fit backbone 'resnet18' \(wrong architecture"
+    ):
+        build_backbone(BackboneConfig("resnet18", weights=str(tiny_file)))
+    # same keys, other shapes: a mobilenet file in a different torchvision width would do the same
+    state = build_backbone(TINY).body.state_dict()
+    state["features.0.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tiny_file)
+    with pytest.raises(InputError, match=r"wrong shape 1 \(features\.0\.weight\)"):
+        build_backbone(BackboneConfig("tiny", weights=str(tiny_file)))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def _network(name: str) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(5)
+    config = {
+        "relpose": RelPoseConfig(backbone=TINY, head="pytorch_port", hidden=64, translation_frame="world"),
+        "posenet": PoseNetConfig(backbone=TINY, hidden=32, dropout=0.25),
+        "backbone": TINY,
+    }[name]
+    return networks.create(name, config), config
+
+
+def _run(model: torch.nn.Module, name: str, batch: int, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    a, b = torch.randn(batch, 3, *size), torch.randn(batch, 3, *size)
+    out = model(a, b) if name == "relpose" else model(a)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _outputs(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(6)
+    with torch.inference_mode():
+        return _run(model, name, 2, (48, 64))
+
+
+@pytest.mark.parametrize("name", ["relpose", "posenet", "backbone"])
+def test_save_load_round_trip(name: str, tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, config = _network(name)
+    with torch.no_grad():
+        _run(model.train(), name, 4, (32, 32))  # move the batch-norm running statistics off their init
+    model.eval()
+    path = save_model(tmp_path / "out" / "model.pt", model, config, metrics={"median_m": 0.25, "epoch": 3})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
+
+    raw = torch.load(path, weights_only=True)  # plain data only
+    assert set(raw) == {"state_dict", "config", "versions", "metrics"}
+    assert raw["config"]["model"] == name
+    assert raw["versions"] == {
+        "visloc": __import__("visloc").__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+    }
+    assert raw["metrics"] == {"median_m": 0.25, "epoch": 3}
+
+    real_load = torch.load
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    loaded = load_model(path)
+    assert seen == [True]
+    assert not loaded.training
+    assert loaded.config == config
+    for x, y in zip(_outputs(model, name), _outputs(loaded, name), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_load_does_not_need_the_pretrained_weights(tmp_path: Path, hub: Path) -> None:
+    weights = tmp_path / "tiny.pt"
+    torch.save(build_backbone(TINY).body.state_dict(), weights)
+    config = RelPoseConfig(backbone=BackboneConfig("tiny", weights=str(weights)), hidden=16)
+    model = networks.create("relpose", config).eval()
+    path = save_model(tmp_path / "model.pt", model, config)
+    weights.unlink()
+    loaded = load_model(path)
+    assert loaded.config.backbone.weights == str(weights)  # the provenance is kept
+    for x, y in zip(_outputs(model, "relpose"), _outputs(loaded, "relpose"), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_checkpoint_errors_name_the_file(tmp_path: Path, hub: Path) -> None:
+    model, config = _network("posenet")
+    with pytest.raises(InputError, match=r"absent\.pt: checkpoint not found"):
+        load_model(tmp_path / "absent.pt")
+
+    state_only = tmp_path / "state.pt"
+    torch.save(model.state_dict(), state_only)
+    with pytest.raises(InputError, match=r"state\.pt: not a visloc model checkpoint"):
+        load_model(state_only)
+
+    path = save_model(tmp_path / "model.pt", model, config)
+    raw = read_checkpoint(path)
+
+    bad_key = tmp_path / "bad_key.pt"
+    torch.save({**raw, "config": {**raw["config"], "hiden": 3}}, bad_key)
+    with pytest.raises(
+        InputError, match=r"bad_key.pt: checkpoint config cannot be used: unknown option\(s\) \['hiden'\]"
+    ):
+        load_model(bad_key)
+
+    unknown_model = tmp_path / "unknown_model.pt"
+    torch.save({**raw, "config": {**raw["config"], "model": "vit"}}, unknown_model)
+    with pytest.raises(
+        InputError, match=r"unknown_model\.pt: checkpoint config cannot be used: unknown network 'vit'"
+    ):
+        load_model(unknown_model)
+
+    mismatch = tmp_path / "mismatch.pt"
+    torch.save({**raw, "config": {**raw["config"], "hidden": 33}}, mismatch)
+    with pytest.raises(InputError, match=r"mismatch\.pt: weights do not fit network 'posenet'"):
+        load_model(mismatch)
+
+
+@dataclasses.dataclass(frozen=True)
+class _UnregisteredConfig:
+    width: int = 3
+
+
+def test_save_rejects_unregistered_configs(tmp_path: Path) -> None:
+    model, _ = _network("backbone")
+    with pytest.raises(ConfigError, match="_UnregisteredConfig is not the config of a registered network"):
+        save_model(tmp_path / "m.pt", model, _UnregisteredConfig())
+    assert not (tmp_path / "m.pt").exists()
