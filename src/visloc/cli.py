@@ -20,9 +20,12 @@ app = typer.Typer(
 map_app = typer.Typer(help="Build maps of database images.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate outputs against ground truth.", no_args_is_help=True)
 world_app = typer.Typer(help="The embedded synthetic world.", no_args_is_help=True)
+from .training.cli import train_app  # noqa: E402  (the `visloc train` sub-app; it imports torch)
+
 app.add_typer(map_app, name="map")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(world_app, name="world")
+app.add_typer(train_app, name="train")
 
 logger = logging.getLogger("visloc")
 

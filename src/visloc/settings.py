@@ -29,3 +29,8 @@ def data_dir() -> Path:
 def weights_dir() -> Path:
     """Folder of the pretrained local-feature weights (``$VISLOC_DATA/weights``)."""
     return data_dir() / "weights"
+
+
+def shipped_model(name: str) -> Path:
+    """A model file shipped inside the package (``visloc/weights/<name>``)."""
+    return Path(__file__).resolve().parent / "weights" / name

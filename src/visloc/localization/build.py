@@ -90,9 +90,14 @@ def points_from_depth(frame: Frame, keypoints: np.ndarray) -> np.ndarray:
 
 
 def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
+    """Local features of every image, and its global descriptor when that needs no fitting (it is
+    computed from the image while the image is in memory)."""
     extractor = extractors.create(config.extractor, **config.extractor_options)
+    descriptor = global_descriptors.create(config.global_descriptor, **config.global_options)
+    per_image_global = not getattr(descriptor, "needs_fit", False)
     writer = ShardedH5Writer(out / M.LOCAL_FEATURES, flush_every=16)
-    done = writer.done()
+    global_writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=16) if per_image_global else None
+    done = writer.done() & global_writer.done() if global_writer else writer.done()
     todo = [f for f in frames if f.name not in done]
     if len(todo) < len(frames):
         logger.info("resuming: %d of %d images already have features", len(frames) - len(todo), len(frames))
@@ -115,32 +120,43 @@ def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: l
                     "image_size": np.array(feats.image_size),
                 },
             )
+            if global_writer is not None:
+                global_writer.add(frame.name, {"global_descriptor": descriptor(image, feats).astype(np.float32)})
     finally:
         writer.flush()  # on Ctrl-C or an error, keep what was extracted (a hard kill loses one buffer)
+        if global_writer is not None:
+            global_writer.flush()
     writer.finalize(file_attrs={"extractor": config.extractor})
+    if global_writer is not None:
+        global_writer.finalize(file_attrs={"global_descriptor": config.global_descriptor})
     return [f for f in frames if f.name not in failed]
 
 
 def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
+    """Fit the global descriptor if it needs it and describe every image (otherwise the descriptors
+    were written during extraction), then index the L2-normalised descriptors with FAISS."""
     names = [f.name for f in frames]
     desc = global_descriptors.create(config.global_descriptor, **config.global_options)
-    with H5Reader(out / M.LOCAL_FEATURES) as r:
+    if getattr(desc, "needs_fit", False):
+        with H5Reader(out / M.LOCAL_FEATURES) as r:
 
-        def local(name: str) -> LocalFeatures:
-            return M.read_local_features(r, name)
+            def local(name: str) -> LocalFeatures:
+                return M.read_local_features(r, name)
 
-        if getattr(desc, "needs_fit", False):
             logger.info("fitting the %s codebook on %d images", config.global_descriptor, len(names))
             desc.fit(local(n).descriptors for n in names)
             with atomic_path(out / M.GLOBAL_STATE) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **desc.state())
-        vectors = np.stack([desc(None, local(n)) for n in tqdm(names, desc="global descriptors", unit="img")])
-    writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
-    for n, v in zip(names, vectors, strict=True):
-        writer.add(n, {"global_descriptor": v})
-    writer.finalize()
-    GlobalIndex(vectors, names).save(out / M.GLOBAL_INDEX)
+            vectors = np.stack([desc(None, local(n)) for n in tqdm(names, desc="global descriptors", unit="img")])
+        writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
+        for n, v in zip(names, vectors, strict=True):
+            writer.add(n, {"global_descriptor": v})
+        writer.finalize(file_attrs={"global_descriptor": config.global_descriptor})
+    else:
+        with H5Reader(out / M.GLOBAL_FEATURES) as r:
+            vectors = np.stack([r.read(n, ("global_descriptor",))["global_descriptor"] for n in names])
+    GlobalIndex(M.normalize_rows(vectors), names).save(out / M.GLOBAL_INDEX)
 
 
 def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig) -> str:

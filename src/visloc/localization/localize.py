@@ -30,7 +30,7 @@ from ..datasets import load_frames
 from ..datasets.base import Frame, FrameSet, Skipped
 from ..errors import ConfigError, InputError
 from ..features import LocalFeatures
-from ..geometry import Camera, Pose
+from ..geometry import Camera, Pose, pose_error
 from ..geometry.backends import RansacConfig, estimate_absolute_pose, estimate_relative_pose
 from ..io.atomic import write_json
 from ..io.h5 import ShardedH5Writer, names_to_pair
@@ -38,18 +38,30 @@ from ..io.images import read_image
 from ..io.pairs import write_pairs
 from ..io.poses import write_poses
 from ..matching import NearestNeighborMatcher, NNConfig
-from .fusion import RayFusionConfig, fuse_rays
-from .map import Map
+from ..models.labels import label_translation_to_world
+from .fusion import (
+    RansacRayFusionConfig,
+    RayFusionConfig,
+    fuse_original,
+    fuse_rays,
+    fuse_rays_ransac,
+    hypotheses_from_relative_poses,
+)
+from .map import Map, normalize_rows
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("auto", "pnp", "essential")
+METHODS = ("auto", "pnp", "essential", "relpose", "unified")
+#: Methods that regress relative poses (the map's global descriptor must be ``relpose``).
+REGRESSION_METHODS = ("relpose", "unified")
 
 
 @dataclass(frozen=True)
 class LocalizeConfig:
     """Attributes:
-    method: ``pnp``, ``essential`` or ``auto`` (``pnp`` when the map has 3D points).
+    method: ``pnp``, ``essential``, ``relpose`` (regressed relative poses + the original fusion),
+        ``unified`` (relpose as prior and fallback, geometry to refine) or ``auto`` (``pnp`` when the map
+        has 3D points, else ``essential``).
     num_retrieved: database images retrieved per query.
     min_matches: fewer matches with a database image and it is not used.
     min_inliers: a database image supports the pose with at least this many inliers.
@@ -58,6 +70,11 @@ class LocalizeConfig:
     essential: RANSAC settings for the essential matrix (threshold: Sampson error in pixels).
     matcher: descriptor matching settings.
     rays: ray-fusion thresholds of the ``essential`` method.
+    relpose_fusion: ``original`` (exhaustive, Laskar et al. 2017) or ``ransac``.
+    relpose_rays: settings of the ``ransac`` relpose fusion.
+    unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when it lies within this
+        distance and angle of the regressed prior, or when it has ``unified_strong_inliers`` inliers;
+        otherwise (or when geometry fails) it reports the regressed pose.
     """
 
     method: str = "auto"
@@ -69,10 +86,17 @@ class LocalizeConfig:
     essential: RansacConfig = RansacConfig(max_error_px=1.0)
     matcher: NNConfig = NNConfig()
     rays: RayFusionConfig = RayFusionConfig(sign_agnostic=False)
+    relpose_fusion: str = "original"
+    relpose_rays: RansacRayFusionConfig = RansacRayFusionConfig(sign_agnostic=True, fallback_to_first=True)
+    unified_gate_m: float = 1.0
+    unified_gate_deg: float = 30.0
+    unified_strong_inliers: int = 100
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown localization method {self.method!r}; known: {METHODS}")
+        if self.relpose_fusion not in ("original", "ransac"):
+            raise ConfigError(f"relpose_fusion must be 'original' or 'ransac', got {self.relpose_fusion!r}")
 
 
 @dataclass
@@ -86,6 +110,7 @@ class QueryResult:
         matches / inliers: per retrieved image.
         support: database images supporting the pose.
         timings: seconds per stage (``extract``, ``retrieve``, ``match``, ``pose``).
+        extra: method-specific details (``unified``: both candidate poses and which one was chosen).
     """
 
     name: str
@@ -98,6 +123,7 @@ class QueryResult:
     inliers: list[int] = field(default_factory=list)
     support: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -117,8 +143,9 @@ class QueryEvidence:
     """What a localization computed besides the pose: the query's local features and its matches
     ``{db name: (M, 2) (query keypoint, database keypoint)}`` (written hloc-style by :func:`localize`)."""
 
-    features: LocalFeatures
+    features: LocalFeatures | None
     matches: dict[str, np.ndarray]
+    global_descriptor: np.ndarray | None = None
 
 
 class Localizer:
@@ -132,7 +159,12 @@ class Localizer:
             method = "pnp" if self.map.has_points else "essential"
         if method == "pnp" and not self.map.has_points:
             raise ConfigError(f"{self.map.root}: method 'pnp' needs a map with 3D points (depth or triangulation)")
+        if method in REGRESSION_METHODS and self.map.config.global_descriptor != "relpose":
+            raise ConfigError(f"{self.map.root}: method {method!r} needs a map built with the relpose global "
+                              f"descriptor (`visloc map build --global-descriptor relpose`), this one has "
+                              f"{self.map.config.global_descriptor!r}")
         self.method = method
+        self.geometric_method = "pnp" if self.map.has_points else "essential"
         self.extractor = self.map.make_extractor()
         self.global_descriptor = self.map.make_global_descriptor()
         self.matcher = NearestNeighborMatcher(config.matcher)
@@ -148,12 +180,12 @@ class Localizer:
         cfg = self.config
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        feats = self.extractor(image)
+        feats = self.extractor(image) if self.method != "relpose" else None
         gdesc = self.global_descriptor(image, feats)
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        scores, idx = self.map.index.search(gdesc[None], cfg.num_retrieved)
+        scores, idx = self.map.index.search(normalize_rows(gdesc[None]), cfg.num_retrieved)
         retrieved = [self.map.names[i] for i in idx[0] if i >= 0]
         timings["retrieve"] = time.perf_counter() - t
 
@@ -161,11 +193,10 @@ class Localizer:
             name=name, pose=None, status="", method=self.method, retrieved=retrieved,
             retrieval_scores=[float(s) for s in scores[0][: len(retrieved)]],
         )
-        evidence = QueryEvidence(feats, {})
-        if self.method == "pnp":
-            self._pnp(result, evidence, camera, timings)
-        else:
-            self._essential(result, evidence, camera, timings)
+        evidence = QueryEvidence(feats, {}, gdesc)
+        estimators = {"pnp": self._pnp, "essential": self._essential, "relpose": self._relpose,
+                      "unified": self._unified}
+        estimators[self.method](result, evidence, camera, timings)
         result.timings = timings
         return result, evidence
 
@@ -260,6 +291,56 @@ class Localizer:
             result.pose, result.status = fused.pose, "localized"
         finally:
             timings["pose"] = time.perf_counter() - t
+
+    def _relpose(self, result: QueryResult, evidence: QueryEvidence, camera: Camera, timings: dict) -> None:
+        """Regress the relative pose to every retrieved image and fuse (Publication V)."""
+        t = time.perf_counter()
+        dbs = result.retrieved
+        t_pred, q_pred = self.global_descriptor.regress(
+            np.stack([self.map.global_descriptor(db) for db in dbs]), evidence.global_descriptor
+        )
+        frame = self.global_descriptor.translation_frame
+        poses = [self.map.poses[db] for db in dbs]
+        world_t = np.stack([label_translation_to_world(p, ti, frame) for p, ti in zip(poses, t_pred, strict=True)])
+        centers = np.stack([p.center for p in poses])
+        R_wc = np.stack([p.R.T for p in poses])
+        if self.config.relpose_fusion == "original":
+            fused = fuse_original(centers, R_wc, q_pred, world_t)
+        else:
+            directions, rotations = hypotheses_from_relative_poses(R_wc, q_pred, world_t)
+            R_cw = np.swapaxes(rotations, -1, -2)
+            fused = fuse_rays_ransac(centers, directions, R_cw, self.config.relpose_rays)
+        timings["pose"] = timings.get("pose", 0.0) + time.perf_counter() - t
+        result.support = [db for db, s in zip(dbs, fused.position_support, strict=True) if s]
+        if fused.pose is None:
+            result.status = "no relative-pose consensus"
+            return
+        result.pose = fused.pose
+        result.status = "localized (first retrieved centre: no ray pair)" if fused.fallback else "localized"
+
+    def _unified(self, result: QueryResult, evidence: QueryEvidence, camera: Camera, timings: dict) -> None:
+        """Regressed pose as prior and fallback, geometric pose (PnP or essential) to refine it."""
+        cfg = self.config
+        prior = QueryResult(result.name, None, "", "relpose", result.retrieved, result.retrieval_scores)
+        self._relpose(prior, evidence, camera, timings)
+        geometric = getattr(self, "_" + self.geometric_method)
+        geometric(result, evidence, camera, timings)
+        chosen, reason = "relpose", "geometry failed: " + result.status
+        if result.pose is not None:
+            dt, dR = pose_error(result.pose, prior.pose) if prior.pose is not None else (0.0, 0.0)
+            strong = max(result.inliers, default=0) >= cfg.unified_strong_inliers
+            if strong or (dt <= cfg.unified_gate_m and dR <= cfg.unified_gate_deg):
+                chosen, reason = "geometry", "strong" if strong else "agrees with the prior"
+            else:
+                reason = f"geometry {dt:.2f} m / {dR:.1f} deg from the prior with weak support"
+        result.extra = {
+            "chosen": chosen,
+            "reason": reason,
+            "relpose": None if prior.pose is None else {"qvec": prior.pose.qvec.tolist(), "tvec": prior.pose.t.tolist()},
+            "geometry": None if result.pose is None else {"qvec": result.pose.qvec.tolist(), "tvec": result.pose.t.tolist()},
+        }
+        if chosen == "relpose":
+            result.pose, result.status, result.support = prior.pose, prior.status, prior.support
 
 
 def _log_path(out: Path) -> Path:

@@ -60,6 +60,12 @@ class MapConfig:
     points: str = "auto"
 
 
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 copy of ``(N, D)`` descriptors (what the FAISS index holds)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
 def read_local_features(reader: H5Reader, name: str) -> LocalFeatures:
     """Local features of image ``name`` from an hloc-layout feature file."""
     d = reader.read(name, ("keypoints", "descriptors", "scores", "image_size"))
@@ -102,10 +108,12 @@ class Map:
         self.config = MapConfig(**self.manifest["config"])
         self.index = GlobalIndex.load(self.root / GLOBAL_INDEX, self.names)
         self._local = H5Reader(self.root / LOCAL_FEATURES)
+        self._global = H5Reader(self.root / GLOBAL_FEATURES)
         points_path = self.root / POINTS3D
         self._points = H5Reader(points_path) if points_path.is_file() else None
         self.local_features = lru_cache(maxsize=256)(self._read_local)
         self.points3D = lru_cache(maxsize=256)(self._read_points)
+        self.global_descriptor = lru_cache(maxsize=4096)(self._read_global)
 
     @property
     def has_points(self) -> bool:
@@ -127,6 +135,10 @@ class Map:
     def _read_local(self, name: str) -> LocalFeatures:
         return read_local_features(self._local, name)
 
+    def _read_global(self, name: str) -> np.ndarray:
+        """The stored (raw) global descriptor ``(D,)`` of a database image."""
+        return self._global.read(name, ("global_descriptor",))["global_descriptor"].astype(np.float32)
+
     def _read_points(self, name: str) -> np.ndarray | None:
         if self._points is None or name not in self._points:
             return None
@@ -134,5 +146,6 @@ class Map:
 
     def close(self) -> None:
         self._local.close()
+        self._global.close()
         if self._points is not None:
             self._points.close()

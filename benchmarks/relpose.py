@@ -1,0 +1,198 @@
+"""Relocalization by pairwise relative poses (Publication V): the comparison the thesis makes.
+
+On the embedded world, with the relative-pose model trained on the training traversals of all scenes but
+one (the shipped model, or ``--model``):
+
+* per scene: PoseNet (one model per seen scene), relpose + fusion (one model), the classical geometric
+  pipeline (SIFT + VLAD + PnP) and the unified estimate (relpose prior/fallback + geometry);
+* scalability: parameters and training time of one relpose model vs k PoseNet models;
+* the held-out scene: relpose + fusion vs the pose of the top-1 retrieved image;
+* TUM fr2/desk (even frames = map, odd = queries): relpose + fusion with the world-trained model.
+
+    python benchmarks/relpose.py                      # writes docs/results/relpose.md and .json
+    python benchmarks/relpose.py --posenet-epochs 5   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from visloc.datasets import load_frames
+from visloc.datasets.synthetic import WorldConfig, make_world
+from visloc.evaluation.localization import evaluate_localization
+from visloc.io.atomic import write_json, write_text
+from visloc.io.images import read_image
+from visloc.localization import LocalizeConfig, Localizer, Map, MapConfig, build_map
+from visloc.retrieval.relpose import DEFAULT_MODEL
+from visloc.runtime import tune_malloc
+from visloc.settings import data_dir, shipped_model
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("5cm_5deg", "25cm_2deg", "50cm_5deg", "5m_10deg")
+
+
+def posenet_runs(world: Path, work: Path, scenes: list[str], epochs: int) -> dict[str, dict]:
+    """Train one PoseNet per seen scene (or reuse a finished run in ``work``)."""
+    from visloc.training.posenet import tiny_posenet_config, train_posenet
+
+    config = tiny_posenet_config(epochs=epochs, milestones=(int(epochs * 0.75),), cache_images=True,
+                                 num_workers=0, progress=False, batch_size=16)
+    runs = {}
+    for scene in scenes:
+        out = work / f"posenet_{scene}"
+        if not (out / "model.pt").is_file():
+            t = time.perf_counter()
+            train_posenet(world, out, scene, config)
+            (out / "seconds.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+        metrics = json.loads((out / "metrics.json").read_text())
+        runs[scene] = {"model": out / "model.pt", "seconds": float((out / "seconds.txt").read_text()),
+                       "parameters": metrics["parameters"]}
+    return runs
+
+
+def posenet_estimates(model_path: Path, frames) -> dict:
+    import torch
+
+    from visloc.models.posenet import posenet_output_to_pose
+    from visloc.models.weights import load_model, read_checkpoint
+    from visloc.training.data import eval_batch
+
+    model = load_model(model_path)
+    pre = read_checkpoint(model_path)["metrics"]["preprocess"]
+    out = {}
+    with torch.inference_mode():
+        for f in frames:
+            c, q = model(eval_batch([read_image(f.image_path)], pre["resize"], pre["crop"]))
+            out[f.name] = posenet_output_to_pose(c[0].numpy(), q[0].numpy())
+    return out
+
+
+def localize(map_dir: Path, frames, method: str) -> tuple[dict, dict, float]:
+    """Estimates, the top-1 retrieved database pose of each query, and seconds per query."""
+    localizer = Localizer(Map(map_dir), LocalizeConfig(method=method))
+    estimates, top1, seconds = {}, {}, []
+    for f in frames:
+        image = read_image(f.image_path)
+        t = time.perf_counter()
+        r = localizer.localize_image(image, f.camera, f.name)
+        seconds.append(time.perf_counter() - t)
+        if r.pose is not None:
+            estimates[f.name] = r.pose
+        top1[f.name] = localizer.map.poses[r.retrieved[0]]
+    return estimates, top1, float(np.mean(seconds))
+
+
+def row(name: str, stats) -> str:
+    t = "fail" if not np.isfinite(stats.median_t_m) else f"{100 * stats.median_t_m:.1f}"
+    r = "fail" if not np.isfinite(stats.median_R_deg) else f"{stats.median_R_deg:.2f}"
+    return f"| {name} | {t} | {r} | " + " | ".join(f"{100 * stats.recall[k]:.0f}%" for k in KEYS) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/visloc_relpose_bench"))
+    parser.add_argument("--model", type=Path, default=None, help="relpose model.pt (default: the shipped one)")
+    parser.add_argument("--held-out", default="conference", help="scene the relpose model never saw")
+    parser.add_argument("--posenet-epochs", type=int, default=60)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    tune_malloc()
+    model = args.model or shipped_model(DEFAULT_MODEL)
+    model_metrics = json.loads(Path(str(model).replace(".pt", ".json")).read_text()) if Path(
+        str(model).replace(".pt", ".json")).is_file() else {}
+
+    world = make_world(args.work / "world", WorldConfig(), progress=False)
+    test = load_frames(world, split="test")
+    scenes = test.scenes
+    seen = [s for s in scenes if s != args.held_out]
+    truth = test.poses()
+    by_scene = {s: [f for f in test.frames if f.scene == s] for s in scenes}
+
+    relpose_map = args.work / "map_relpose"
+    if not (relpose_map / "map.json").is_file():
+        build_map(world, relpose_map, MapConfig(global_descriptor="relpose", global_options={"model": str(model)}),
+                  split="train")
+    vlad_map = args.work / "map_vlad"
+    if not (vlad_map / "map.json").is_file():
+        build_map(world, vlad_map, MapConfig(), split="train")
+
+    results, seconds = {}, {}
+    for label, map_dir, method in (("relpose + fusion", relpose_map, "relpose"),
+                                   ("geometric (SIFT+VLAD+PnP)", vlad_map, "pnp"),
+                                   ("unified", relpose_map, "unified")):
+        est, top1, sec = localize(map_dir, test.frames, method)
+        results[label] = evaluate_localization(est, truth)
+        seconds[label] = sec
+        if method == "relpose":
+            results["top-1 retrieved pose"] = evaluate_localization(top1, truth)
+    runs = posenet_runs(world, args.work, seen, args.posenet_epochs)
+    posenet_est = {}
+    for scene, run in runs.items():
+        posenet_est.update(posenet_estimates(run["model"], by_scene[scene]))
+    results["PoseNet (one per scene)"] = evaluate_localization(
+        posenet_est, {n: p for n, p in truth.items() if n.split("/")[0] in seen})
+
+    tum = data_dir() / "tum_fr2_desk"
+    tum_stats = None
+    if tum.is_dir():
+        tum_map = args.work / "map_tum_relpose"
+        if not (tum_map / "map.json").is_file():
+            build_map(tum, tum_map, MapConfig(global_descriptor="relpose", global_options={"model": str(model)}),
+                      split="even")
+        odd = load_frames(tum, split="odd")
+        est, _, _ = localize(tum_map, odd.frames, "relpose")
+        tum_stats = evaluate_localization(est, odd.poses(), scene_of=lambda n: "tum_fr2_desk")
+
+    methods = ["PoseNet (one per scene)", "relpose + fusion", "geometric (SIFT+VLAD+PnP)", "unified"]
+    lines = ["# Relocalization by pairwise relative poses (Publication V) on the embedded world", "",
+             f"Produced by `python benchmarks/relpose.py` on {os.cpu_count()} CPU cores, "
+             f"{time.strftime('%Y-%m-%d')}. Relative-pose model: `{model.name}` "
+             f"(trained on every scene but `{args.held_out}`; {model_metrics.get('parameters', '?')} parameters). "
+             "Errors per scene: median camera-centre distance (cm) and rotation (deg); shares within thresholds.",
+             ""]
+    for scene in scenes:
+        lines += [f"## {scene}{' (held out: never seen in training)' if scene == args.held_out else ''}", "",
+                  "| method | median t (cm) | median R (deg) | " + " | ".join(KEYS) + " |",
+                  "|---|---|---|" + "---|" * len(KEYS)]
+        for m in methods + ["top-1 retrieved pose"]:
+            stats = results[m].scenes.get(scene)
+            if stats is not None:
+                lines.append(row(m, stats))
+        lines.append("")
+    posenet_params = sum(r["parameters"] for r in runs.values())
+    posenet_seconds = sum(r["seconds"] for r in runs.values())
+    lines += ["## Scalability", "",
+              "| | models | parameters stored | training time (s, this CPU) |", "|---|---|---|---|",
+              f"| relpose (one model, all seen scenes) | 1 | {model_metrics.get('parameters', '?')} | "
+              f"{model_metrics.get('train_seconds', '?')} |",
+              f"| PoseNet (one per scene) | {len(runs)} | {posenet_params} | {posenet_seconds:.0f} |", "",
+              "Seconds per query: " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()), ""]
+    if tum_stats is not None:
+        lines += ["## Cross-domain: TUM fr2/desk with the world-trained model (even frames = map, odd = queries)",
+                  "", "| method | median t (cm) | median R (deg) | " + " | ".join(KEYS) + " |",
+                  "|---|---|---|" + "---|" * len(KEYS), row("relpose + fusion", tum_stats.overall), ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        out = REPO / "docs" / "results"
+        write_text(out / "relpose.md", text)
+        write_json(out / "relpose.json", {
+            "results": {k: v.to_json() for k, v in results.items()},
+            "tum": None if tum_stats is None else tum_stats.to_json(),
+            "posenet": {s: {k: str(v) for k, v in r.items()} for s, r in runs.items()},
+            "model": str(model), "model_metrics": model_metrics, "seconds_per_query": seconds,
+            "posenet_epochs": args.posenet_epochs, "config": dataclasses.asdict(LocalizeConfig()),
+        })
+
+
+if __name__ == "__main__":
+    main()

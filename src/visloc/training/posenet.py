@@ -1,0 +1,181 @@
+"""Training of the PoseNet baseline: one absolute-pose regressor per scene.
+
+:func:`train_posenet` trains :class:`~visloc.models.posenet.PoseNet` on the training-split frames of ONE
+scene with ``MSE(centre) + beta * MSE(q)`` (:func:`~visloc.models.posenet.posenet_loss`), validating on
+the same scene's ``val_split`` frames, through :func:`visloc.training.loop.fit` (devices, DDP,
+checkpoints, resume and ``metrics.json`` as there). The preprocessing is the relative-pose network's
+(:mod:`visloc.training.data`). Outputs in ``out_dir``: ``last.pt``, ``best.pt``, ``model.pt``
+(:func:`~visloc.models.weights.save_model`) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..datasets import load_frames
+from ..errors import ConfigError
+from ..models.backbones import BackboneConfig
+from ..models.posenet import PoseNet, PoseNetConfig, posenet_loss
+from ..registry import config_to_dict
+from .data import PoseNetImages, TransformConfig
+from .loop import LoopConfig, LossFn, fit, init_distributed, seed_everything, shutdown_distributed
+from .relpose import HOLDOUT, MODEL_FILE, finalize, holdout_split
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainPoseNetConfig:
+    """Everything that determines a PoseNet training run (for one scene).
+
+    Attributes:
+        model: the network.
+        train_split: split of the training images.
+        val_split: ``"holdout"`` (default: every ``val_every``-th training frame of each sequence is held
+            out for validation), a split name (its frames of the same scene), or ``None``.
+        val_every: hold-out period of ``"holdout"`` validation.
+        resize: shorter image side after resizing.
+        crop: network input side.
+        jitter: colour-jitter strength.
+        batch_size: images per step and process.
+        epochs: number of epochs.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        beta: weight of the quaternion term (Kendall et al. used 120-750 indoors with positions in metres).
+        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma``.
+        gamma: learning-rate decay factor.
+        seed: seed of initialisation, data order and augmentation.
+        device: ``auto`` (cuda -> mps -> cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        num_workers: DataLoader workers per process.
+        amp: mixed precision on CUDA.
+        channels_last: channels-last memory format.
+        cache_images: keep resized images in memory (per worker).
+        progress: tqdm progress bars.
+    """
+
+    model: PoseNetConfig = PoseNetConfig()
+    train_split: str = "train"
+    val_split: str | None = HOLDOUT
+    val_every: int = 10
+    resize: int = 256
+    crop: int = 224
+    jitter: float = 0.4
+    batch_size: int = 32
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta: float = 250.0
+    milestones: tuple[int, ...] = (20,)
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+    amp: bool = False
+    channels_last: bool = False
+    cache_images: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        self.transform  # noqa: B018  (validates resize / crop / jitter)
+        self.loop  # noqa: B018  (validates the optimisation settings)
+
+    @property
+    def transform(self) -> TransformConfig:
+        return TransformConfig(self.resize, self.crop, self.jitter)
+
+    @property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
+            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
+        )
+
+    def to_dict(self, scene: str) -> dict[str, Any]:
+        """Plain-data form embedded in checkpoints and ``metrics.json``."""
+        return {"task": "posenet", "scene": scene, **config_to_dict(self)}
+
+
+def tiny_posenet_config(**overrides: Any) -> TrainPoseNetConfig:
+    """A CPU-sized setting: the ``tiny`` encoder from random initialisation at 128 px (crop 112)."""
+    model = PoseNetConfig(BackboneConfig("tiny", "none", allow_random_init=True), hidden=256)
+    return dataclasses.replace(TrainPoseNetConfig(model=model, resize=128, crop=112), **overrides)
+
+
+def _loss(beta: float) -> LossFn:
+    def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        img, c, q = batch
+        c_pred, q_pred = model(img)
+        return posenet_loss(c_pred.float(), q_pred.float(), c, q, beta)
+
+    return loss_fn
+
+
+def train_posenet(
+    data_root: str | Path,
+    out_dir: str | Path,
+    scene: str,
+    config: TrainPoseNetConfig = TrainPoseNetConfig(),
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train a PoseNet on one scene of a 7-Scenes-layout data set.
+
+    Args:
+        data_root: the data set.
+        out_dir: output folder (created).
+        scene: the scene (PoseNet needs one model per scene).
+        config: the training run.
+        resume: continue from ``out_dir/last.pt``.
+
+    Returns:
+        The metrics written to ``out_dir/metrics.json``.
+
+    Raises:
+        ConfigError: an unknown scene, or inconsistent settings.
+        InputError: a missing data set or absent ImageNet weights (checked before any work).
+    """
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    ctx = init_distributed(config.device)
+    try:
+        seed_everything(config.seed)
+        model = PoseNet(config.model)
+        train_frames = load_frames(data_root, split=config.train_split)
+        if scene not in train_frames.scenes:
+            raise ConfigError(f"unknown scene {scene!r}; scenes of {data_root}: {train_frames.scenes}")
+        frames = [f for f in train_frames.frames if f.scene == scene and f.pose is not None]
+        val = []
+        if config.val_split == HOLDOUT:
+            kept, held = holdout_split(dataclasses.replace(train_frames, frames=frames), config.val_every)
+            frames, val = kept.frames, held.frames
+        elif config.val_split:
+            val = [f for f in load_frames(data_root, split=config.val_split).frames
+                   if f.scene == scene and f.pose is not None]
+        common = {"transform": config.transform, "seed": config.seed, "cache_images": config.cache_images}
+        train_set = PoseNetImages(frames, train=True, **common)
+        val_set = PoseNetImages(val, train=False, **common) if val else None
+        for ds in (train_set, val_set):
+            if ds is not None:
+                ds.preload()  # with cache_images: fill the cache once, shared by forked workers
+        if ctx.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            logger.info("posenet training on %s: %d training images, %d validation images, %d process(es) on %s",
+                        scene, len(frames), len(val), ctx.world_size, ctx.device)
+        ctx.barrier()
+        result = fit(model, _loss(config.beta), train_set, val_set, out_dir, config.loop,
+                     run_config=config.to_dict(scene), resume=resume, ctx=ctx)
+        metrics = {"task": "posenet", "scene": scene, **result.metrics,
+                   "images": {"train": len(frames), "val": len(val)}, "model_file": str(out_dir / MODEL_FILE)}
+        if ctx.is_main:
+            finalize(model, config.model, result.best_checkpoint, out_dir, metrics, config.transform)
+        ctx.barrier()
+        return metrics
+    finally:
+        shutdown_distributed(ctx)
