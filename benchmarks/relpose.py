@@ -163,7 +163,7 @@ def main() -> None:
         lines += [f"## {scene}{' (held out: never seen in training)' if scene == args.held_out else ''}", "",
                   "| method | median t (cm) | median R (deg) | " + " | ".join(KEYS) + " |",
                   "|---|---|---|" + "---|" * len(KEYS)]
-        for m in methods + ["top-1 retrieved pose"]:
+        for m in [*methods, "top-1 retrieved pose"]:
             stats = results[m].scenes.get(scene)
             if stats is not None:
                 lines.append(row(m, stats))
