@@ -82,3 +82,17 @@ def test_own_images_with_hloc_poses_and_camera_string(tiny_world: Path, tmp_path
     _ok(["evaluate", "localization", str(tmp_path / "poses.txt"), "--gt", str(tmp_path / "query_poses.txt")])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["overall"]["median_t_m"] < 0.05 and results["overall"]["5cm_5deg"] >= 0.8
+
+
+def test_demo_with_the_shipped_relpose_model(tiny_world_config, tiny_map_config, tmp_path: Path) -> None:
+    """`visloc demo --method relpose` works offline with the model shipped in the package (on a world it
+    never saw: this checks the wiring and the report, not accuracy)."""
+    from visloc.localization import LocalizeConfig
+
+    outputs = run_demo(tmp_path / "demo", tiny_world_config, tiny_map_config, LocalizeConfig(method="relpose"),
+                       progress=False)
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["overall"]["num_localized"] == results["overall"]["num_queries"]  # always a pose
+    assert results["overall"]["median_t_m"] < 5.0  # somewhere in the right room, not elsewhere
+    assert (tmp_path / "demo" / "map_relpose" / "map.json").is_file()
+    assert "topview_kitchen.png" in outputs.report.read_text()

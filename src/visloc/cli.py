@@ -76,7 +76,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder (world, map, poses, results.json, report.html).")] = Path(
         "visloc_demo"
     ),
-    method: Annotated[str, typer.Option(help="Pose estimator: auto, pnp (needs 3D points) or essential.")] = "auto",
+    method: Annotated[str, typer.Option(
+        help="Pose estimator: auto, pnp (needs 3D points), essential, relpose (the shipped relative-pose "
+             "network + fusion) or unified (relpose prior + geometry).")] = "auto",
     scenes: Annotated[int, typer.Option(help="Number of scenes in the embedded world.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the embedded world.")] = 0,
     quick: Annotated[bool, typer.Option(help="A smaller world (2 scenes, fewer frames) for a fast check.")] = False,
@@ -123,11 +125,17 @@ def map_build(
     extractor: Annotated[str, typer.Option(help="Local features: sift or aliked.")] = "sift",
     points: Annotated[str, typer.Option(help="3D points: auto, depth, triangulate or none.")] = "auto",
     extractor_option: Annotated[list[str] | None, typer.Option("--extractor-set", help="Extractor option key=value.")] = None,
+    global_descriptor: Annotated[str, typer.Option(
+        help="Global descriptor for retrieval: vlad (no weights) or relpose (the relative-pose encoder; "
+             "needed by --method relpose/unified).")] = "vlad",
+    global_option: Annotated[list[str] | None, typer.Option(
+        "--global-set", help="Global descriptor option key=value (e.g. model=runs/relpose/model.pt).")] = None,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map
 
-    config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points)
+    config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
+                       global_descriptor=global_descriptor, global_options=_parse_options(global_option))
     summary = build_map(dataset, out, config, split=split, **_dataset_options(camera, poses, fmt))
     typer.echo(f"map of {summary.num_images} images ({summary.points} points) in {summary.root}, "
                f"{len(summary.skipped)} skipped, {summary.seconds:.1f} s")
@@ -141,7 +149,9 @@ def localize(
     map_dir: Annotated[Path, typer.Argument(help="Map folder made by `visloc map build`.")],
     queries: Annotated[Path, typer.Argument(help="Query data set folder or folder of images.")],
     out: Annotated[Path, typer.Option(help="Pose file to write (hloc format); details go to OUT.log.json.")],
-    method: Annotated[str, typer.Option(help="auto, pnp or essential.")] = "auto",
+    method: Annotated[str, typer.Option(
+        help="auto, pnp, essential, relpose or unified (the last two need a map built with "
+             "--global-descriptor relpose).")] = "auto",
     split: Annotated[str, typer.Option(help="Which frames of a data set folder are queries.")] = "test",
     fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
     camera: Annotated[str | None, typer.Option(help="Query intrinsics: 'MODEL W H params...' or a query-list file.")] = None,

@@ -17,6 +17,7 @@ from .datasets.synthetic import WorldConfig, make_world
 from .evaluation.localization import LocalizationResults, evaluate_localization
 from .io.atomic import write_json
 from .localization import LocalizeConfig, Localizer, Map, MapConfig, build_map, localize
+from .localization.localize import REGRESSION_METHODS
 from .viz import write_report
 from .viz.localization import pick_examples, query_figures, topview_figures
 
@@ -50,13 +51,19 @@ def run_demo(
     world_root = make_world(out / "world", world, progress=progress)
     seconds["world"] = time.perf_counter() - t
 
+    map_dir = out / "map"
+    if localize_config.method in REGRESSION_METHODS:
+        # the relative-pose encoder (shipped model unless the config names one) is the global descriptor
+        map_dir = out / "map_relpose"
+        if map_config.global_descriptor != "relpose":
+            map_config = dataclasses.replace(map_config, global_descriptor="relpose", global_options={})
     t = time.perf_counter()
-    build_map(world_root, out / "map", map_config, split="train")
+    build_map(world_root, map_dir, map_config, split="train")
     seconds["map"] = time.perf_counter() - t
 
     t = time.perf_counter()
     queries = load_frames(world_root, split="test")
-    summary = localize(out / "map", queries, out / "poses.txt", localize_config)
+    summary = localize(map_dir, queries, out / f"poses_{localize_config.method}.txt", localize_config)
     seconds["localize"] = time.perf_counter() - t
 
     estimates = {r.name: r.pose for r in summary.results if r.pose is not None}
@@ -69,7 +76,7 @@ def run_demo(
     results.write(out / "results.json")
 
     fig_dir = out / "figures"
-    the_map = Map(out / "map")
+    the_map = Map(map_dir)
     figures = topview_figures(fig_dir, queries.poses(), estimates, the_map.poses, the_map.scenes)
     localizer = Localizer(the_map, localize_config)
     frames = queries.by_name()

@@ -164,3 +164,14 @@ def test_tum_even_odd_split(tum_root: Path, tmp_path: Path) -> None:
     assert summary.num_localized == len(truth) == 10
     errors = np.array([pose_error(r.pose, truth[r.name]) for r in summary.results])
     assert np.median(errors[:, 0]) < 0.015 and np.median(errors[:, 1]) < 0.5
+
+
+def test_resuming_a_map_with_other_settings_is_refused(tiny_world: Path, tiny_map_config, tmp_path: Path) -> None:
+    from visloc.errors import ConfigError
+    from visloc.localization import MapConfig
+
+    build_map(tiny_world, tmp_path / "map", tiny_map_config, split="train")
+    other = MapConfig(extractor_options={"max_keypoints": 512})
+    with pytest.raises(ConfigError, match="started with other settings"):
+        build_map(tiny_world, tmp_path / "map", other, split="train")
+    assert (tmp_path / "map" / "map.json").is_file()  # the finished map was not touched

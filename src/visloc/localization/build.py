@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..datasets import load_frames
 from ..datasets.base import Frame, FrameSet, Skipped
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..features import LocalFeatures, extractors
 from ..geometry.backends import cam_from_img
 from ..io.atomic import atomic_path, write_json
@@ -198,6 +198,26 @@ def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: Tria
     return "triangulate"
 
 
+#: Written when a build starts: a resumed build must use the same settings as the files already there.
+BUILD_CONFIG = "build_config.json"
+
+
+def _check_started_config(path: Path, current: dict) -> None:
+    import json
+
+    if path.is_file():
+        try:
+            started = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            started = None
+        if started is not None and started != json.loads(json.dumps(current)):
+            raise ConfigError(
+                f"{path.parent}: this map folder was started with other settings ({path}); "
+                "build into a new folder or delete this one"
+            )
+    write_json(path, current)
+
+
 @dataclasses.dataclass(frozen=True)
 class MapSummary:
     root: Path
@@ -239,6 +259,8 @@ def build_map(
     if not frames:
         raise InputError(frameset.root, "no database image with a pose to build a map from")
     manifest_path = out / M.MANIFEST
+    _check_started_config(out / BUILD_CONFIG, {"config": dataclasses.asdict(config), "split": split,
+                                               "source": str(frameset.root)})
     manifest_path.unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
 
     frames = _extract_all(frames, out, config, skipped)

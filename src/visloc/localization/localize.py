@@ -452,10 +452,11 @@ def localize(
             continue
         result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name)
         done[frame.name] = result
-        feats, matches = _evidence_arrays(evidence)
-        feature_writer.add(frame.name, feats)
-        for db, arrays in matches.items():
-            match_writer.add(names_to_pair(frame.name, db), arrays)
+        if evidence.features is not None:  # ``relpose`` uses no local features
+            feats, matches = _evidence_arrays(evidence)
+            feature_writer.add(frame.name, feats)
+            for db, arrays in matches.items():
+                match_writer.add(names_to_pair(frame.name, db), arrays)
         if (k + 1) % checkpoint_every == 0:
             checkpoint()
 

@@ -54,7 +54,8 @@ def query_figures(
     )]
     if result.pose is None or not result.support:
         return figs
-    best = max(result.support, key=lambda d: result.inliers[result.retrieved.index(d)])
+    inliers = dict(zip(result.retrieved, result.inliers, strict=False))  # empty for ``relpose``
+    best = max(result.support, key=lambda d: inliers.get(d, 0))
     feats = localizer.extractor(query)
     pairs = localizer.matcher(feats.descriptors, m.local_features(best).descriptors).pairs()
     kq, kd = feats.keypoints[pairs[:, 0]], m.local_features(best).keypoints[pairs[:, 1]]
