@@ -488,3 +488,23 @@ def _metrics(base: Mapping[str, Any], history: list[dict[str, Any]], best: Mappi
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         **base,
     }
+
+
+class TrainingRunMixin:
+    """The ``transform`` and ``loop`` views shared by the training configs (which define the fields:
+    ``resize``, ``crop``, ``jitter``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``milestones``,
+    ``gamma``, ``seed``, ``device``, ``num_workers``, ``amp``, ``channels_last``, ``progress``)."""
+
+    @property
+    def transform(self):
+        from .data import TransformConfig
+
+        return TransformConfig(self.resize, self.crop, self.jitter)
+
+    @property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
+            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
+        )

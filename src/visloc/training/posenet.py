@@ -24,15 +24,22 @@ from ..errors import ConfigError
 from ..models.backbones import BackboneConfig
 from ..models.posenet import PoseNet, PoseNetConfig, posenet_loss
 from ..registry import config_to_dict
-from .data import PoseNetImages, TransformConfig
-from .loop import LoopConfig, LossFn, fit, init_distributed, seed_everything, shutdown_distributed
+from .data import PoseNetImages
+from .loop import (
+    LossFn,
+    TrainingRunMixin,
+    fit,
+    init_distributed,
+    seed_everything,
+    shutdown_distributed,
+)
 from .relpose import HOLDOUT, MODEL_FILE, finalize, holdout_split
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainPoseNetConfig:
+class TrainPoseNetConfig(TrainingRunMixin):
     """Everything that determines a PoseNet training run (for one scene).
 
     Attributes:
@@ -87,17 +94,6 @@ class TrainPoseNetConfig:
         self.transform  # noqa: B018  (validates resize / crop / jitter)
         self.loop  # noqa: B018  (validates the optimisation settings)
 
-    @property
-    def transform(self) -> TransformConfig:
-        return TransformConfig(self.resize, self.crop, self.jitter)
-
-    @property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
-            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
-        )
 
     def to_dict(self, scene: str) -> dict[str, Any]:
         """Plain-data form embedded in checkpoints and ``metrics.json``."""

@@ -38,8 +38,8 @@ from .checkpoint import load_checkpoint
 from .data import RelPosePairs, TransformConfig
 from .loop import (
     DistContext,
-    LoopConfig,
     LossFn,
+    TrainingRunMixin,
     fit,
     init_distributed,
     seed_everything,
@@ -64,7 +64,7 @@ MODEL_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
-class TrainRelPoseConfig:
+class TrainRelPoseConfig(TrainingRunMixin):
     """Everything that determines a relative-pose training run.
 
     Attributes:
@@ -141,17 +141,6 @@ class TrainRelPoseConfig:
         if self.val_pairs_per_scene < 1:
             raise ConfigError(f"val_pairs_per_scene must be positive, got {self.val_pairs_per_scene}")
 
-    @property
-    def transform(self) -> TransformConfig:
-        return TransformConfig(self.resize, self.crop, self.jitter)
-
-    @property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
-            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form embedded in checkpoints and ``metrics.json``."""
