@@ -27,7 +27,8 @@ class InvalidPoseError(ValueError):
     """The numbers do not describe a rigid transform (NaN, not orthonormal, reflection, bad shape)."""
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
+def frozen_array(a: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy (for the array fields of frozen dataclasses)."""
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
     return a
@@ -62,8 +63,8 @@ class Pose:
             raise InvalidPoseError("rotation has determinant -1 (a reflection)")
         if deviation > 1e-9:
             R = project_to_rotation(R)
-        object.__setattr__(self, "R", _frozen(R))
-        object.__setattr__(self, "t", _frozen(t))
+        object.__setattr__(self, "R", frozen_array(R))
+        object.__setattr__(self, "t", frozen_array(t))
 
     # --- constructors -------------------------------------------------------------------------
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...geometry import Camera
+from ...geometry.pose import frozen_array
 from .config import WorldConfig, scene_name
 from .nuisances import draw_photometric
 from .textures import (
@@ -57,12 +58,6 @@ def frame_rng(seed: int, scene: int, sequence: int, frame: int) -> np.random.Gen
     return stream(seed, FRAME_NOISE_STREAM, scene, sequence, frame)
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64)
-    a.setflags(write=False)
-    return a
-
-
 @dataclass(frozen=True, eq=False)
 class Quad:
     """A textured rectangle.
@@ -88,7 +83,7 @@ class Quad:
 
     def __post_init__(self) -> None:
         for attr in ("origin", "u", "v"):
-            value = _frozen(getattr(self, attr)).reshape(-1)
+            value = frozen_array(getattr(self, attr)).reshape(-1)
             if value.shape != (3,) or not np.all(np.isfinite(value)):
                 raise ValueError(f"Quad.{attr} must be 3 finite numbers, got {value}")
             object.__setattr__(self, attr, value)
