@@ -190,3 +190,33 @@ def test_tiny_relposenet_overfits_eight_pairs(one_thread: None) -> None:
         losses.append(loss.item())
     assert losses[0] > 0.5
     assert min(losses[-5:]) < 0.01, losses[-5:]
+
+
+def test_pool_grid_descriptor_keeps_the_layout(tmp_path) -> None:
+    net = _net(hidden=16, pool_grid=(2, 3)).eval()
+    assert net.descriptor_dim == 256 * 6 and net.trunk[0].in_features == 2 * 256 * 6
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fmap = net.encoder.feature_map(images)  # (2, 256, 2, 3): one feature per cell already
+        desc = net.encode(images)
+    assert fmap.shape[-2:] == (2, 3)
+    # cells in row-major order, each cell's 256 channels contiguous
+    assert torch.allclose(desc.view(2, 2, 3, 256), fmap.permute(0, 2, 3, 1))
+    # the mean over cells is the original global descriptor
+    assert torch.allclose(desc.view(2, 6, 256).mean(1), net.encoder(images), atol=1e-6)
+    # a horizontally mirrored image swaps the left and right cells: the global pooling cannot tell
+    assert not torch.allclose(net.encode(images.flip(-1)), desc, atol=1e-3)
+    with pytest.raises(ConfigError, match="pool_grid"):
+        RelPoseConfig(pool_grid=(0, 2))
+
+
+def test_pool_grid_survives_save_and_load(tmp_path) -> None:
+    from visloc.models import load_model, save_model
+
+    net = _net(hidden=16, pool_grid=(2, 2)).eval()
+    path = save_model(tmp_path / "m.pt", net, net.config)
+    loaded = load_model(path)
+    assert loaded.config.pool_grid == (2, 2)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, x)[0], net(x, x)[0])

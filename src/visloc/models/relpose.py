@@ -44,6 +44,10 @@ class RelPoseConfig:
         (scene-agnostic, visloc's default) or ``"world"`` (the original); see
         :mod:`visloc.models.labels`. The network does not use it; it travels with the weights so that
         predictions are read in the right frame.
+    pool_grid: ``(rows, cols)`` cells of the encoder's average pooling. ``(1, 1)`` is the original's
+        global average pooling; a coarse grid such as ``(2, 2)`` keeps where things are in the image
+        (the descriptor is the cells' pooled features concatenated, ``D = channels * rows * cols``),
+        which small encoders trained from scratch need to regress relative poses.
     """
 
     backbone: BackboneConfig = BackboneConfig(name="resnet34")
@@ -51,8 +55,12 @@ class RelPoseConfig:
     hidden: int = 1024
     dropout: float | None = None
     translation_frame: str = "camera"
+    pool_grid: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_grid", tuple(int(v) for v in self.pool_grid))
+        if len(self.pool_grid) != 2 or min(self.pool_grid) < 1:
+            raise ConfigError(f"relpose pool_grid must be two positive integers, got {self.pool_grid}")
         if self.head not in HEAD_DROPOUT:
             raise ConfigError(f"unknown relpose head {self.head!r}; known: {', '.join(HEAD_DROPOUT)}")
         if self.hidden < 1:
@@ -87,7 +95,7 @@ class RelPoseNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = build_backbone(config.backbone, load_weights=load_weights)
-        d_in, hidden, p = 2 * self.encoder.out_dim, config.hidden, config.head_dropout
+        d_in, hidden, p = 2 * self.descriptor_dim, config.hidden, config.head_dropout
         if config.head == "original":
             self.trunk: nn.Module = nn.Sequential(
                 nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(p)
@@ -102,7 +110,7 @@ class RelPoseNet(nn.Module):
     @property
     def descriptor_dim(self) -> int:
         """``D``, the size of one image's descriptor."""
-        return self.encoder.out_dim
+        return self.encoder.out_dim * self.config.pool_grid[0] * self.config.pool_grid[1]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Shared-encoder descriptor of each image.
@@ -111,9 +119,13 @@ class RelPoseNet(nn.Module):
             images: ``(B, 3, H, W)`` ImageNet-normalised.
 
         Returns:
-            ``(B, D)`` global-average-pooled features.
+            ``(B, D)`` average-pooled features: global (the original) or per ``pool_grid`` cell, cells
+            in row-major order, each cell's channels contiguous.
         """
-        return self.encoder(images)
+        if self.config.pool_grid == (1, 1):
+            return self.encoder(images)
+        cells = F.adaptive_avg_pool2d(self.encoder.feature_map(images), self.config.pool_grid)
+        return cells.permute(0, 2, 3, 1).flatten(1)
 
     def retrieval_descriptor(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder descriptor, L2-normalised, for dot-product retrieval.

@@ -75,6 +75,15 @@ def _split(text: str) -> str | None:
     return None if text.lower() in ("", "none") else text
 
 
+def _grid(text: str) -> tuple[int, int]:
+    """``"2x2"`` -> ``(2, 2)``."""
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected ROWSxCOLS such as 2x2, got {text!r}") from None
+    return rows, cols
+
+
 @train_app.command("relpose")
 def relpose(
     data: Data,
@@ -91,6 +100,9 @@ def relpose(
     translation_frame: Annotated[str, typer.Option(
         help="Frame of the translation label: 'camera' (query centre in the database camera frame; "
              "scene-agnostic) or 'world' (C_query - C_db, the original).")] = _R.model.translation_frame,
+    pool_grid: Annotated[str, typer.Option(
+        help="Cells of the encoder's average pooling, ROWSxCOLS: 1x1 is the original's global pooling; "
+             "2x2 keeps a coarse layout.")] = "x".join(map(str, _R.model.pool_grid)),
     train_split: TrainSplit = _R.train_split,
     val_split: ValSplit = str(_R.val_split),
     exclude_scene: Annotated[list[str] | None, typer.Option(
@@ -132,7 +144,7 @@ def relpose(
     from .relpose import train_relpose
 
     model = RelPoseConfig(BackboneConfig(backbone, weights, allow_random_init), head, hidden, dropout,
-                          translation_frame)
+                          translation_frame, _grid(pool_grid))
     sampling = PairSamplingConfig(min_overlap=min_overlap, max_overlap=max_overlap,
                                   max_pairs_per_scene=pairs_per_scene, seed=pairs_seed)
     config = TrainRelPoseConfig(

@@ -20,7 +20,7 @@ inverse (camera-to-world), as real 7-Scenes does.
 """
 
 from .config import GENERATOR_VERSION, SCENE_NAMES, WorldConfig, scene_name
-from .nuisances import Photometric, draw_photometric
+from .nuisances import Photometric, QueryDegradation, draw_photometric
 from .render import NEAR, RenderResult, quad_list, render, render_layers
 from .scene import (
     CLEARANCE,
@@ -50,6 +50,7 @@ __all__ = [
     "LoopSpec",
     "PathNoise",
     "Photometric",
+    "QueryDegradation",
     "Quad",
     "RenderResult",
     "Scene",

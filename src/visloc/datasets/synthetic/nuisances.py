@@ -82,3 +82,30 @@ def draw_photometric(rng: np.random.Generator, config: WorldConfig) -> Photometr
     wb = wb / np.exp(np.mean(np.log(wb)))  # white balance keeps the overall brightness
     gains = (float(wb[0]), float(wb[1]), float(wb[2])) if config.white_balance > 0 else (1.0, 1.0, 1.0)
     return Photometric(gain=gain, gamma=gamma, channel_gains=gains, noise_sigma=float(config.noise_sigma))
+
+
+@dataclass(frozen=True)
+class QueryDegradation:
+    """A harder capture condition for query images: low light and camera shake.
+
+    ``out = noise(gain * blur(in))``: a Gaussian blur of ``blur_sigma`` pixels (a stand-in for motion
+    blur), the exposure ``gain``, then rounded Gaussian sensor noise of ``noise_sigma`` grey levels
+    (:class:`Photometric`). Used by the relocalization benchmark to compare estimators where local
+    features get scarce; the world's own files never have it.
+
+    Attributes:
+        blur_sigma: standard deviation of the blur, pixels; 0 disables it.
+        gain: exposure gain (below 1: darker).
+        noise_sigma: standard deviation of the additive noise, grey levels; 0 disables it.
+    """
+
+    blur_sigma: float = 3.0
+    gain: float = 0.6
+    noise_sigma: float = 8.0
+
+    def apply(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Degrade one ``(H, W, 3)`` ``uint8`` image (the noise is drawn from ``rng``)."""
+        out = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if self.blur_sigma > 0:
+            out = cv2.GaussianBlur(out, (0, 0), float(self.blur_sigma))
+        return Photometric(gain=float(self.gain), noise_sigma=float(self.noise_sigma)).apply(out, rng)
