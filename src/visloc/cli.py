@@ -156,12 +156,16 @@ def localize(
     fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
     camera: Annotated[str | None, typer.Option(help="Query intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
     num_retrieved: Annotated[int, typer.Option(help="Database images retrieved per query.")] = 5,
+    relpose_fusion: Annotated[str, typer.Option(
+        help="relpose/unified: 'original' (ray triangulation of Publication V), 'ransac' (rays, any N) or "
+             "'metric' (regressed translations with their length).")] = "original",
 ) -> None:
     """Localize query images against a map."""
     from .localization import LocalizeConfig
     from .localization import localize as run
 
-    summary = run(map_dir, queries, out, LocalizeConfig(method=method, num_retrieved=num_retrieved), split=split,
+    config = LocalizeConfig(method=method, num_retrieved=num_retrieved, relpose_fusion=relpose_fusion)
+    summary = run(map_dir, queries, out, config, split=split,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
     for s in summary.skipped:

@@ -54,10 +54,11 @@ def test_map_stores_raw_encoder_descriptors(relpose_map: Path) -> None:
     assert m.names[idx[0][0]] == name and scores[0][0] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("fusion", ["original", "metric"])
+def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: Path, monkeypatch, fusion) -> None:
     """With the network replaced by the exact labels, regression + fusion must give the true pose: this
     checks label conventions, translation frames and the fusion wiring end to end."""
-    localizer = Localizer(Map(relpose_map), LocalizeConfig(method="relpose"))
+    localizer = Localizer(Map(relpose_map), LocalizeConfig(method="relpose", relpose_fusion=fusion))
     frame = localizer.global_descriptor.translation_frame
     queries = load_frames(tiny_world, split="test").frames[:4]
     current = {}

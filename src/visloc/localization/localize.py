@@ -40,8 +40,10 @@ from ..io.poses import write_poses
 from ..matching import NearestNeighborMatcher, NNConfig
 from ..models.labels import label_translation_to_world
 from .fusion import (
+    MetricFusionConfig,
     RansacRayFusionConfig,
     RayFusionConfig,
+    fuse_metric,
     fuse_original,
     fuse_rays,
     fuse_rays_ransac,
@@ -54,6 +56,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("auto", "pnp", "essential", "relpose", "unified")
 #: Methods that regress relative poses (the map's global descriptor must be ``relpose``).
 REGRESSION_METHODS = ("relpose", "unified")
+#: How ``relpose`` fuses the regressed relative poses (see :class:`LocalizeConfig`).
+RELPOSE_FUSIONS = ("original", "ransac", "metric")
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,11 @@ class LocalizeConfig:
     essential: RANSAC settings for the essential matrix (threshold: Sampson error in pixels).
     matcher: descriptor matching settings.
     rays: ray-fusion thresholds of the ``essential`` method.
-    relpose_fusion: ``original`` (exhaustive, Laskar et al. 2017) or ``ransac``.
+    relpose_fusion: ``original`` (exhaustive, Laskar et al. 2017), ``ransac`` (rays, any N, sampled) or
+        ``metric`` (each regressed translation taken with its length: one centre hypothesis per image,
+        :func:`~visloc.localization.fusion.fuse_metric`).
     relpose_rays: settings of the ``ransac`` relpose fusion.
+    relpose_metric: settings of the ``metric`` relpose fusion.
     unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when it lies within this
         distance and angle of the regressed prior, or when it has ``unified_strong_inliers`` inliers;
         otherwise (or when geometry fails) it reports the regressed pose.
@@ -88,6 +95,7 @@ class LocalizeConfig:
     rays: RayFusionConfig = RayFusionConfig(sign_agnostic=False)
     relpose_fusion: str = "original"
     relpose_rays: RansacRayFusionConfig = RansacRayFusionConfig(sign_agnostic=True, fallback_to_first=True)
+    relpose_metric: MetricFusionConfig = MetricFusionConfig()
     unified_gate_m: float = 1.0
     unified_gate_deg: float = 30.0
     unified_strong_inliers: int = 100
@@ -95,8 +103,8 @@ class LocalizeConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown localization method {self.method!r}; known: {METHODS}")
-        if self.relpose_fusion not in ("original", "ransac"):
-            raise ConfigError(f"relpose_fusion must be 'original' or 'ransac', got {self.relpose_fusion!r}")
+        if self.relpose_fusion not in RELPOSE_FUSIONS:
+            raise ConfigError(f"relpose_fusion must be one of {RELPOSE_FUSIONS}, got {self.relpose_fusion!r}")
 
 
 @dataclass
@@ -309,7 +317,10 @@ class Localizer:
         else:
             directions, rotations = hypotheses_from_relative_poses(R_wc, q_pred, world_t)
             R_cw = np.swapaxes(rotations, -1, -2)
-            fused = fuse_rays_ransac(centers, directions, R_cw, self.config.relpose_rays)
+            if self.config.relpose_fusion == "metric":
+                fused = fuse_metric(centers, world_t, R_cw, self.config.relpose_metric)
+            else:
+                fused = fuse_rays_ransac(centers, directions, R_cw, self.config.relpose_rays)
         timings["pose"] = timings.get("pose", 0.0) + time.perf_counter() - t
         result.support = [db for db, s in zip(dbs, fused.position_support, strict=True) if s]
         if fused.pose is None:
