@@ -260,7 +260,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     Returns:
         The model in eval mode; its config is ``model.config``.
     """
-    from . import backbones, posenet, relpose  # noqa: F401  (register the networks)
+    from . import backbones, cnngeometric, posenet, relpose  # noqa: F401  (register the networks)
 
     path = Path(path).expanduser()
     checkpoint = read_checkpoint(path)
