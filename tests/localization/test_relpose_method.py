@@ -86,11 +86,24 @@ def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: P
 def test_unified_prefers_agreeing_geometry_and_falls_back(tiny_world: Path, relpose_map: Path, monkeypatch) -> None:
     queries = load_frames(tiny_world, split="test").frames[:3]
     localizer = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
-                                                           unified_gate_m=100.0, unified_gate_deg=180.0))
+                                                           unified_gate_m=100.0, unified_gate_deg=180.0,
+                                                           unified_support_images=10**6))
     for f in queries:
         r = localizer.localize_image(read_image(f.image_path), f.camera, f.name)
-        assert r.extra["chosen"] == "geometry"
+        assert r.extra["chosen"] == "geometry" and r.extra["reason"] == "agrees with the prior"
         assert pose_error(r.pose, f.pose)[0] < 0.02
+    # a prior gate nothing passes: geometry is still kept when several retrieved images support it
+    gated = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
+                                                       unified_gate_m=0.0, unified_gate_deg=0.0))
+    f = queries[0]
+    r = gated.localize_image(read_image(f.image_path), f.camera, f.name)
+    assert len(r.support) >= 2 and r.extra["chosen"] == "geometry" and "supporting images" in r.extra["reason"]
+    assert pose_error(r.pose, f.pose)[0] < 0.02
+    single = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
+                                                        unified_gate_m=0.0, unified_gate_deg=0.0,
+                                                        unified_support_images=10**6))
+    r = single.localize_image(read_image(f.image_path), f.camera, f.name)
+    assert r.extra["chosen"] == "relpose" and "from the prior with weak support" in r.extra["reason"]
     # geometry failing (no 2D-3D match survives) -> the regressed pose is reported
     monkeypatch.setattr(localizer, "_match", lambda feats, db, subset=None: np.zeros((0, 2), int))
     f = queries[0]

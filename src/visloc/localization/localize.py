@@ -80,8 +80,10 @@ class LocalizeConfig:
     relpose_rays: settings of the ``ransac`` relpose fusion.
     relpose_metric: settings of the ``metric`` relpose fusion.
     unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when it lies within this
-        distance and angle of the regressed prior, or when it has ``unified_strong_inliers`` inliers;
-        otherwise (or when geometry fails) it reports the regressed pose.
+        distance and angle of the regressed prior, when it has ``unified_strong_inliers`` inliers, or
+        when ``unified_support_images`` retrieved images each support it with ``min_inliers`` inliers
+        (independent views agreeing are stronger evidence than a regressed prior); otherwise (or when
+        geometry fails) it reports the regressed pose.
     """
 
     method: str = "auto"
@@ -99,6 +101,7 @@ class LocalizeConfig:
     unified_gate_m: float = 1.0
     unified_gate_deg: float = 30.0
     unified_strong_inliers: int = 100
+    unified_support_images: int = 2
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -340,8 +343,11 @@ class Localizer:
         if result.pose is not None:
             dt, dR = pose_error(result.pose, prior.pose) if prior.pose is not None else (0.0, 0.0)
             strong = max(result.inliers, default=0) >= cfg.unified_strong_inliers
-            if strong or (dt <= cfg.unified_gate_m and dR <= cfg.unified_gate_deg):
-                chosen, reason = "geometry", "strong" if strong else "agrees with the prior"
+            multi_view = len(result.support) >= cfg.unified_support_images
+            if strong or multi_view or (dt <= cfg.unified_gate_m and dR <= cfg.unified_gate_deg):
+                chosen = "geometry"
+                reason = ("strong" if strong else f"{len(result.support)} supporting images" if multi_view
+                          else "agrees with the prior")
             else:
                 reason = f"geometry {dt:.2f} m / {dR:.1f} deg from the prior with weak support"
         result.extra = {
