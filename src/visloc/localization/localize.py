@@ -79,11 +79,14 @@ class LocalizeConfig:
         :func:`~visloc.localization.fusion.fuse_metric`).
     relpose_rays: settings of the ``ransac`` relpose fusion.
     relpose_metric: settings of the ``metric`` relpose fusion.
-    unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when it lies within this
-        distance and angle of the regressed prior, when it has ``unified_strong_inliers`` inliers, or
-        when ``unified_support_images`` retrieved images each support it with ``min_inliers`` inliers
-        (independent views agreeing are stronger evidence than a regressed prior); otherwise (or when
-        geometry fails) it reports the regressed pose.
+    unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when
+        ``unified_support_images`` retrieved images each support it with ``min_inliers`` inliers, when it
+        has ``unified_strong_inliers`` inliers, or when it lies within this distance and angle of the
+        regressed prior; otherwise (or when geometry fails) it reports the regressed pose. With the
+        default of one supporting image every geometric pose is kept and the regressed pose is the
+        fallback only: on the embedded world a localized PnP pose was right whenever the prior
+        disagreed with it (the prior was metres off; ``benchmarks/relpose.py``). Raise it to 2 to let
+        the prior veto poses that rest on a single image.
     """
 
     method: str = "auto"
@@ -101,7 +104,7 @@ class LocalizeConfig:
     unified_gate_m: float = 1.0
     unified_gate_deg: float = 30.0
     unified_strong_inliers: int = 100
-    unified_support_images: int = 2
+    unified_support_images: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
