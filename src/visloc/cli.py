@@ -20,11 +20,13 @@ app = typer.Typer(
 map_app = typer.Typer(help="Build maps of database images.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate outputs against ground truth.", no_args_is_help=True)
 world_app = typer.Typer(help="The embedded synthetic world.", no_args_is_help=True)
+semantic_app = typer.Typer(help="Semantic matching data: weakly labelled pairs.", no_args_is_help=True)
 from .training.cli import train_app  # noqa: E402  (the `visloc train` sub-app; it imports torch)
 
 app.add_typer(map_app, name="map")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(world_app, name="world")
+app.add_typer(semantic_app, name="semantic")
 app.add_typer(train_app, name="train")
 
 logger = logging.getLogger("visloc")
@@ -208,6 +210,99 @@ def evaluate_localization(
         figures = topview_figures(report / "figures", truth, read_poses(poses), db.poses if db else None,
                                   db.scenes if db else None)
         typer.echo(f"report:  {write_report(report, results, figures, f'visloc evaluation: {poses}')}")
+
+
+@evaluate_app.command("semantic")
+def evaluate_semantic(
+    data: Annotated[Path, typer.Option(
+        help="PF-WILLOW-layout folder (<class>/<image>.png + .mat keypoints); pair csv names are relative to it.")],
+    out: Annotated[Path, typer.Option(help="results JSON to write (per-pair, per-class and mean PCK).")],
+    model: Annotated[str, typer.Option(
+        help="A model.pt of `visloc train semantic`, 'shipped' (the packaged model) or 'identity' (no "
+             "alignment: the baseline).")] = "shipped",
+    pairs: Annotated[Path | None, typer.Option(
+        help="Pairs csv (`visloc semantic weak-pairs` format) to evaluate; default: every ordered pair within "
+             "each class (PF-WILLOW's 900).")] = None,
+    class_: Annotated[list[str] | None, typer.Option(
+        "--class", help="Evaluate only the pairs of this class (repeat).")] = None,
+    alpha: Annotated[list[float] | None, typer.Option(
+        help="PCK threshold as a fraction of L (repeat; default 0.05, 0.1, 0.15).")] = None,
+    normalisation: Annotated[list[str] | None, typer.Option(
+        help="Reference length L (repeat): bbox (longer side of the source keypoint box, PF-WILLOW), image "
+             "(longer side of the source image), scnet (PF-PASCAL's 224 rescaling). Default: bbox and image.")]
+    = None,
+    figures: Annotated[Path | None, typer.Option(
+        help="Folder for PNG figures: source, target, source warped onto the target with keypoints.")] = None,
+    num_figures: Annotated[int, typer.Option(help="Number of pairs drawn (randomly, seed 0) as figures.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """PCK@alpha of a semantic matcher on keypoint-annotated pairs (target keypoints mapped into the source)."""
+    from .datasets.semantic import pf_willow_pairs, read_pairs_csv, read_pf_willow
+    from .evaluation.semantic import DEFAULT_ALPHAS
+    from .evaluation.semantic_model import evaluate_matcher, load_matcher, write_alignment_figures
+    from .training.loop import resolve_device
+
+    images = read_pf_willow(data)
+    pair_list = read_pairs_csv(pairs, data, images) if pairs else pf_willow_pairs(images)
+    if class_:
+        known = sorted({p.category for p in pair_list})
+        unknown = sorted(set(class_) - set(known))
+        if unknown:
+            raise typer.BadParameter(f"unknown class(es) {unknown}; the pairs have {known}")
+        pair_list = [p for p in pair_list if p.category in set(class_)]
+    dev = resolve_device(device)
+    matcher = load_matcher(model, dev)
+    alphas = tuple(alpha or DEFAULT_ALPHAS)
+    norms = tuple(normalisation or ("bbox", "image"))
+    results, warps = evaluate_matcher(matcher, pair_list, alphas, norms, batch_size=batch_size, device=dev)
+    payload = {"model": model, "data": str(data), "pairs": str(pairs) if pairs else "all ordered pairs per class",
+               **results.to_dict()}
+    from .io.atomic import write_json
+
+    write_json(out, payload)
+    a = 0.1 if 0.1 in alphas else alphas[0]
+    typer.echo(f"PCK@{a:g} over {len(pair_list)} pairs (mean over classes / over pairs):")
+    for norm in norms:
+        per = results.per_class(norm, a)
+        typer.echo(f"  {norm:6s} {100 * results.mean_over_classes(norm, a):5.1f} / "
+                   f"{100 * results.mean_over_pairs(norm, a):5.1f}   "
+                   + "  ".join(f"{c} {100 * v:.1f}" for c, v in per.items()))
+    if figures:
+        written = write_alignment_figures(pair_list, warps, figures, num_figures, a)
+        typer.echo(f"figures: {len(written)} in {figures}")
+    typer.echo(f"results: {out}")
+
+
+# --- semantic -----------------------------------------------------------------------------------------
+@semantic_app.command("weak-pairs")
+def semantic_weak_pairs(
+    data: Annotated[Path, typer.Option(help="PF-WILLOW-layout folder (<class>/<image>.png + .mat keypoints).")],
+    out: Annotated[Path, typer.Option(help="Pairs csv to write (source_image,target_image,class,flip).")],
+    class_: Annotated[list[str] | None, typer.Option(
+        "--class", help="Class whose images are paired (repeat; default all). Leave the test classes out.")] = None,
+    test_pairs: Annotated[Path | None, typer.Option(
+        help="Pairs csv of evaluation pairs: no weak pair may show both images of one (either order, any "
+             "flip).")] = None,
+    max_per_category: Annotated[int, typer.Option(help="Random pairs per class (Publication II: 100).")] = 100,
+    flips: Annotated[bool, typer.Option(help="Add each image paired with its mirror image.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random pairs.")] = 0,
+) -> None:
+    """Write the weakly labelled training pairs of Publication II: flips + random same-class pairs."""
+    from .datasets.semantic import read_pairs_csv, read_pf_willow
+    from .datasets.weak_pairs import write_weak_pairs
+
+    images = read_pf_willow(data)
+    known = sorted({im.category for im in images})
+    unknown = sorted(set(class_ or ()) - set(known))
+    if unknown:
+        raise typer.BadParameter(f"unknown class(es) {unknown}; {data} has {known}")
+    chosen = [im for im in images if not class_ or im.category in set(class_)]
+    tests = read_pairs_csv(test_pairs, data, images) if test_pairs else []
+    written = write_weak_pairs(out, chosen, data, tests, max_per_category, seed, flips)
+    flipped = sum(p.flip and p.source is p.target for p in written)
+    typer.echo(f"{len(written)} pairs ({flipped} flip pairs, {len(written) - flipped} random pairs) of "
+               f"{len({p.category for p in written})} classes -> {out}")
 
 
 # --- models -------------------------------------------------------------------------------------------

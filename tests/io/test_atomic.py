@@ -77,3 +77,18 @@ def test_write_text_and_json(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_json(tmp_path / "c.json", {"bad": object()})
     assert json.loads((tmp_path / "c.json").read_text()) == {"b": [1, 2], "a": 0.5}
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.txt", "x")  # not the 0600 of a temporary file
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.txt").write_text("old")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        write_text(tmp_path / "kept.txt", "new")  # a replaced file keeps its mode
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)

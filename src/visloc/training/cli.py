@@ -1,9 +1,9 @@
-"""``visloc train``: command-line front ends of :func:`~visloc.training.relpose.train_relpose` and
-:func:`~visloc.training.posenet.train_posenet`.
+"""``visloc train``: command-line front ends of :func:`~visloc.training.relpose.train_relpose`,
+:func:`~visloc.training.posenet.train_posenet` and :func:`~visloc.training.semantic.train_semantic`.
 
-Every option maps to a field of :class:`~visloc.training.relpose.TrainRelPoseConfig` or
-:class:`~visloc.training.posenet.TrainPoseNetConfig` (defaults are the configs' defaults). For several
-processes start the same command under torchrun, e.g.::
+Every option maps to a field of :class:`~visloc.training.relpose.TrainRelPoseConfig`,
+:class:`~visloc.training.posenet.TrainPoseNetConfig` or :class:`~visloc.training.semantic.TrainSemanticConfig`
+(defaults are the configs' defaults). For several processes start the same command under torchrun, e.g.::
 
     torchrun --nproc_per_node 2 -m visloc.training.cli relpose --data WORLD --out runs/relpose ...
 """
@@ -22,12 +22,14 @@ from ..models.relpose import RelPoseConfig
 from .pairs import PairSamplingConfig
 from .posenet import TrainPoseNetConfig
 from .relpose import TrainRelPoseConfig
+from .semantic import LOSS_PRESETS, TRANSFORMS, TrainSemanticConfig
 
-train_app = typer.Typer(help="Train the pose regression networks.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the pose regression and semantic matching networks.", no_args_is_help=True)
 
 _R = TrainRelPoseConfig()
 _P = TrainPoseNetConfig()
 _S = PairSamplingConfig()
+_M = TrainSemanticConfig()
 
 # Options shared by both commands (Annotated types, so that each command states its own default).
 Data = Annotated[Path, typer.Option(help="Data set root in 7-Scenes/University layout (e.g. `visloc world make`).")]
@@ -204,6 +206,161 @@ def posenet(
         amp=amp, channels_last=channels_last, cache_images=cache_images, progress=progress,
     )
     metrics = train_posenet(data, out, scene, config, resume=resume)
+    _report(metrics)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise typer.BadParameter(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise typer.BadParameter(f"{what}: give at least one integer")
+    return values
+
+
+def semantic_model_config(
+    init: Path | None,
+    transform: str | None = None,
+    backbone: str | None = None,
+    weights: str | None = None,
+    allow_random_init: bool | None = None,
+    train_fe: bool | None = None,
+    image_size: int | None = None,
+    kernels: str | None = None,
+    channels: str | None = None,
+    reg_factor: float | None = None,
+):
+    """The matcher config of ``visloc train semantic``: the architecture of ``init`` (or the defaults:
+    ResNet-34 ImageNet, affine, 240 px; ``tiny`` backbones train from scratch with a regressor that fits
+    the image size), with the options given replaced. ``None`` when nothing is given and ``init`` is:
+    the run then takes the architecture from ``init``."""
+    from ..models.cnngeometric import RegressorConfig, TwoStageMatcherConfig
+    from .semantic import matcher_config, model_config_of, tiny_matcher_config, transform_of
+
+    given = {k: v for k, v in {"transform": transform, "backbone": backbone, "weights": weights,
+                                "allow_random_init": allow_random_init, "train_fe": train_fe,
+                                "image_size": image_size, "kernels": kernels, "channels": channels,
+                                "reg_factor": reg_factor}.items() if v is not None}
+    if init is not None and not given:
+        return None
+    if init is not None:
+        base = model_config_of(init)
+    elif (backbone or "") == "tiny":
+        base = tiny_matcher_config(transform or "affine", image_size or 128)
+    else:
+        base = matcher_config(transform or "affine")
+    regressor = base.affine_regressor if isinstance(base, TwoStageMatcherConfig) else base.regressor
+    if kernels is not None or channels is not None:
+        k = _ints(kernels, "--kernels") if kernels is not None else regressor.kernel_sizes
+        c = _ints(channels, "--channels") if channels is not None else regressor.channels
+        regressor = RegressorConfig(k, c, regressor.batch_norm)
+    b = base.backbone
+    backbone_config = BackboneConfig(backbone or b.name, weights or b.weights,
+                                     b.allow_random_init if allow_random_init is None else allow_random_init)
+    return matcher_config(
+        transform or transform_of(base), backbone_config, image_size or base.image_size,
+        base.train_fe if train_fe is None else train_fe, regressor,
+        base.reg_factor if reg_factor is None else reg_factor,
+    )
+
+
+@train_app.command("semantic")
+def semantic(
+    out: Out,
+    stage: Annotated[str, typer.Option(
+        help="'pretrain': synthetic warps of photographs, supervised grid loss; 'weak': fine-tune --init on "
+             "weakly labelled real pairs with --loss.")] = _M.stage,
+    init: Annotated[Path | None, typer.Option(
+        help="model.pt whose weights start the run (the pretrained model of the weak stage); its architecture "
+             "is used unless model options are given.")] = None,
+    transform: Annotated[str | None, typer.Option(
+        help=f"Transform regressed: {', '.join(TRANSFORMS)} (WeakAlign's affine then TPS). Default: from --init, "
+             "else affine.")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="Feature extractor, cut at stride 16: resnet34 (default), resnet18, mobilenet_v2 or tiny (CPU-sized; "
+             "trained from scratch).")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Backbone initialisation: 'imagenet' (torch hub cache only, never downloaded), 'none' (random; "
+             "needs --allow-random-init) or a state-dict file.")] = None,
+    allow_random_init: Annotated[bool | None, typer.Option(
+        "--allow-random-init/--no-allow-random-init",
+        help="Permit random backbone initialisation (or the fallback when ImageNet weights are missing).")] = None,
+    train_fe: Annotated[bool | None, typer.Option(
+        "--train-fe/--freeze-fe",
+        help="Train the feature extractor too (CNNGeometric: frozen; always train a randomly initialised one).")]
+    = None,
+    image_size: Annotated[int | None, typer.Option(
+        help="Side of the square network input (CNNGeometric: 240; tiny default: 128).")] = None,
+    kernels: Annotated[str | None, typer.Option(
+        help="Regressor convolution kernels, comma-separated (CNNGeometric: 7,5 for 15x15 features).")] = None,
+    channels: Annotated[str | None, typer.Option(
+        help="Regressor convolution channels, comma-separated (CNNGeometric: 128,64).")] = None,
+    reg_factor: Annotated[float | None, typer.Option(help="TPS kernel regulariser of the predicted warp.")] = None,
+    loss: Annotated[str | None, typer.Option(
+        help="Loss preset: supervised (pretraining), pub1 (synthetic grid loss + cyclic on a grid of the real "
+             "pairs), pub2_nn / pub2_chamfer (nearest-neighbour / Chamfer between keypoint sets + cyclic on the "
+             "keypoints). Default: supervised for pretrain, pub2_chamfer for weak.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Weak stage: PF-WILLOW-layout folder (<class>/<image>.png + .mat keypoints); pair csv names are "
+             "relative to it.")] = None,
+    pairs: Annotated[Path | None, typer.Option(
+        help="Weak stage: training pairs csv (`visloc semantic weak-pairs`); default: the Publication II weak "
+             "pairs of --class.")] = None,
+    class_: Annotated[list[str] | None, typer.Option(
+        "--class", help="Weak stage: class whose pairs are used (repeat; default all).")] = None,
+    max_per_category: Annotated[int, typer.Option(
+        help="Random weak pairs per class (Publication II: 100).")] = _M.max_per_category,
+    flips: Annotated[bool, typer.Option(help="Add the flip pair of every image to the weak pairs.")]
+    = _M.include_flips,
+    pairs_seed: Annotated[int, typer.Option(help="Seed of the weak pairs and of the validation hold-out.")]
+    = _M.pairs_seed,
+    val_fraction: Annotated[float, typer.Option(
+        help="Weak stage: share of the pairs held out for validation (model selection by the weak loss).")]
+    = _M.val_fraction,
+    random_crop: Annotated[bool, typer.Option(help="WeakAlign's random crop of real training images.")]
+    = _M.random_crop,
+    synthetic_image: Annotated[list[Path] | None, typer.Option(
+        help="Photograph or folder for the synthetic pairs (repeat; default: the scikit-image photographs).")]
+    = None,
+    synthetic_length: Annotated[int, typer.Option(help="Synthetic pairs per pretraining epoch.")]
+    = _M.synthetic_length,
+    synthetic_val_length: Annotated[int, typer.Option(help="Synthetic validation pairs (pretraining).")]
+    = _M.synthetic_val_length,
+    batch_size: BatchSize = _M.batch_size,
+    epochs: Epochs = _M.epochs,
+    lr: Lr = _M.lr,
+    weight_decay: WeightDecay = _M.weight_decay,
+    milestones: Milestones = ",".join(map(str, _M.milestones)),
+    gamma: Gamma = _M.gamma,
+    seed: Seed = _M.seed,
+    device: Device = _M.device,
+    num_workers: Workers = _M.num_workers,
+    amp: Amp = _M.amp,
+    channels_last: ChannelsLast = _M.channels_last,
+    cache_images: CacheImages = _M.cache_images,
+    resume: Resume = False,
+    progress: Progress = _M.progress,
+) -> None:
+    """Train a CNNGeometric semantic matcher: synthetic pretraining, or weak fine-tuning (Publications I, II)."""
+    from .semantic import train_semantic
+
+    if loss is not None and loss not in LOSS_PRESETS:
+        raise typer.BadParameter(f"unknown loss {loss!r}; known: {', '.join(LOSS_PRESETS)}")
+    model = semantic_model_config(init, transform, backbone, weights, allow_random_init, train_fe, image_size,
+                                  kernels, channels, reg_factor)
+    config = TrainSemanticConfig(
+        stage=stage, model=model, init_from=str(init) if init else None,
+        loss=LOSS_PRESETS[loss] if loss else None,
+        synthetic_images=tuple(str(p) for p in synthetic_image or ()), synthetic_length=synthetic_length,
+        synthetic_val_length=synthetic_val_length, data_root=str(data) if data else None,
+        pairs_csv=str(pairs) if pairs else None, classes=tuple(class_ or ()), max_per_category=max_per_category,
+        include_flips=flips, pairs_seed=pairs_seed, val_fraction=val_fraction, random_crop=random_crop,
+        batch_size=batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay, milestones=_milestones(milestones),
+        gamma=gamma, seed=seed, device=device, num_workers=num_workers, amp=amp, channels_last=channels_last,
+        cache_images=cache_images, progress=progress,
+    )
+    metrics = train_semantic(out, config, resume=resume)
     _report(metrics)
 
 
