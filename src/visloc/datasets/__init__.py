@@ -19,6 +19,17 @@ from ..io.images import IMAGE_SUFFIXES
 from .base import SPLITS, Frame, FrameSet, Skipped
 from .image_folder import read_image_folder
 from .scannet import PairSet, PairWithGT, read_scannet_pairs
+from .semantic import (
+    KeypointImage,
+    SemanticPair,
+    pf_willow_pairs,
+    read_pairs_csv,
+    read_pf_pascal_csv,
+    read_pf_willow,
+    read_pf_willow_csv,
+    read_spair,
+    write_pairs_csv,
+)
 from .sevenscenes import find_scenes, is_7scenes_scene, read_7scenes
 from .tum import read_camera_file, read_trajectory, read_tum
 
@@ -119,17 +130,26 @@ __all__ = [
     "Frame",
     "FrameFormat",
     "FrameSet",
+    "KeypointImage",
     "PairSet",
     "PairWithGT",
+    "SemanticPair",
     "Skipped",
     "detect_format",
     "find_scenes",
     "load_frames",
+    "pf_willow_pairs",
     "read_7scenes",
     "read_camera_file",
     "read_cameras",
     "read_image_folder",
+    "read_pairs_csv",
+    "read_pf_pascal_csv",
+    "read_pf_willow",
+    "read_pf_willow_csv",
     "read_scannet_pairs",
+    "read_spair",
     "read_trajectory",
     "read_tum",
+    "write_pairs_csv",
 ]

@@ -44,6 +44,15 @@ _EXPORTS = {
     "TrainPoseNetConfig": "posenet",
     "tiny_posenet_config": "posenet",
     "train_posenet": "posenet",
+    "SyntheticWarpConfig": "semantic_data",
+    "SyntheticWarpPairs": "semantic_data",
+    "KeypointPairs": "semantic_data",
+    "KeypointPairsConfig": "semantic_data",
+    "SemanticLossConfig": "semantic_losses",
+    "semantic_loss": "semantic_losses",
+    "TrainSemanticConfig": "semantic",
+    "tiny_matcher_config": "semantic",
+    "train_semantic": "semantic",
 }
 
 __all__ = sorted(_EXPORTS)
