@@ -73,6 +73,15 @@ def folds_of(classes: list[str], size: int) -> list[list[str]]:
     return [classes[i : i + size] for i in range(0, len(classes), size)]
 
 
+def category_folds(classes: list[str]) -> list[list[str]]:
+    """One fold per object category: PF-WILLOW's ``car(G)``, ``car(M)``, ``car(S)`` -> ``car`` ..., so no
+    test class shares its category with a training class."""
+    by_category: dict[str, list[str]] = {}
+    for c in classes:
+        by_category.setdefault(c.split("(")[0], []).append(c)
+    return [by_category[k] for k in sorted(by_category)]
+
+
 def run_once(out: Path, config: TrainSemanticConfig) -> dict[str, Any]:
     """Train unless ``out/model.pt`` exists (a finished run is reused); the metrics of the run, with the
     machine's load averages at its start and end (``load``, recorded in ``out/load.json``)."""
@@ -122,6 +131,9 @@ def main() -> None:
     parser.add_argument("--finetune-batch-size", type=int, default=16, help="real pairs per weak step")
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
     parser.add_argument("--fold-size", type=int, default=2)
+    parser.add_argument("--split", choices=("class", "category"), default="class",
+                        help="class: folds of --fold-size sub-classes; category: one fold per object category "
+                             "(writes semantic_category.md/.json)")
     parser.add_argument("--max-per-category", type=int, default=100)
     parser.add_argument("--control", action="store_true",
                         help="add two control rows: synthetic-only continued training, batch-norm adaptation only")
@@ -140,7 +152,7 @@ def main() -> None:
     root = args.data or data_dir() / "pf_willow"
     images = read_pf_willow(root)
     classes = sorted({im.category for im in images})
-    folds = folds_of(classes, args.fold_size)
+    folds = folds_of(classes, args.fold_size) if args.split == "class" else category_folds(classes)
     pairs = pf_willow_pairs(images)
     model = tiny_matcher_config(args.transform, args.image_size)
     common = {"device": "cpu", "progress": False, "num_workers": 0, "seed": args.seed}
@@ -170,7 +182,7 @@ def main() -> None:
                 classes=train_classes, max_per_category=args.max_per_category, pairs_seed=args.seed,
                 val_fraction=0.1, batch_size=args.finetune_batch_size, epochs=args.finetune_epochs,
                 lr=lr or args.finetune_lr, cache_images=True, **common)
-            out = args.work / f"fold{f}" / (preset if lr is None else f"{preset}_lr{lr:g}")
+            out = args.work / f"{'' if args.split == 'class' else 'category_'}fold{f}" / (preset if lr is None else f"{preset}_lr{lr:g}")
             metrics = run_once(out, config)
             all_runs.append(metrics)
             fine[label]["seconds"] += metrics["train_seconds"]
@@ -217,7 +229,10 @@ def main() -> None:
         f"and end of the training runs: {load_range(all_runs)}; `uptime` before this invocation `{load_before}`, "
         f"after `{load_after}`.", "",
         f"Protocol: one synthetic pretraining (random {args.transform} warps of the 18 scikit-image photographs; "
-        "no PF-WILLOW image) shared by every fold; class-disjoint folds of PF-WILLOW's sorted classes "
+        "no PF-WILLOW image) shared by every fold; "
+        + ("class-disjoint folds of PF-WILLOW's sorted classes " if args.split == "class"
+           else "category-disjoint folds (no test class shares its object category with a training class) ")
+        +
         f"({', '.join('[' + ', '.join(f) + ']' for f in folds)}): each fold fine-tunes the pretrained model on "
         "the weak pairs (flips + random same-class pairs, at most "
         f"{args.max_per_category} per class) of the other classes and is evaluated on its own classes' 90 "
@@ -273,8 +288,9 @@ def main() -> None:
     print(text)
     if not args.no_write:
         out = REPO / "docs" / "results"
-        write_text(out / "semantic.md", text)
-        write_json(out / "semantic.json", {
+        stem = "semantic" if args.split == "class" else "semantic_category"
+        write_text(out / f"{stem}.md", text)
+        write_json(out / f"{stem}.json", {
             "protocol": {"folds": folds, "alpha": ALPHA, "normalisations": list(NORMS), "data": str(root),
                          "pretraining_images": "scikit-image photographs (SyntheticWarpPairs default)"},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
