@@ -134,3 +134,17 @@ def test_bad_transform_and_unknown_names(frames, pairs) -> None:
         RelPosePairs({}, pairs, "camera")
     with pytest.raises(ConfigError, match="translation frame"):
         _dataset(frames, pairs, translation_frame="body")
+
+
+def test_centre_crop_training_keeps_the_image_geometry() -> None:
+    from visloc.training.data import eval_transform, sample_generator, train_transform
+
+    img = torch.randint(0, 256, (3, 40, 57), dtype=torch.uint8)
+    centre = eval_transform(img, 32)
+    # no colour jitter: the centre-crop training transform is exactly the evaluation transform ...
+    for index in range(5):
+        assert torch.equal(train_transform(img, 32, 0.0, sample_generator(0, 0, index), random_crop=False), centre)
+    # ... while random crops move (this image offers 9 x 26 positions)
+    moved = [train_transform(img, 32, 0.0, sample_generator(0, 0, i)) for i in range(5)]
+    assert any(not torch.equal(m, centre) for m in moved)
+    assert TransformConfig().random_crop and not TransformConfig(random_crop=False).random_crop

@@ -123,6 +123,10 @@ def relpose(
     resize: Resize = _R.resize,
     crop: Crop = _R.crop,
     jitter: Jitter = _R.jitter,
+    random_crop: Annotated[bool, typer.Option(
+        "--random-crop/--centre-crop",
+        help="Random training crops (Publication V) or the evaluation's centre crop (keeps the small image "
+             "shifts between near views meaningful).")] = True,
     swap_prob: Annotated[float, typer.Option(
         help="Probability of swapping a training pair (the label is replaced by the exact swapped label).")]
     = _R.swap_prob,
@@ -154,7 +158,7 @@ def relpose(
         pairs=sampling, val_pairs_per_scene=val_pairs_per_scene,
         train_pairs_file=str(train_pairs) if train_pairs else None,
         val_pairs_file=str(val_pairs) if val_pairs else None, resize=resize, crop=crop, jitter=jitter,
-        swap_prob=swap_prob, batch_size=batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay, beta=beta,
+        random_crop=random_crop, swap_prob=swap_prob, batch_size=batch_size, epochs=epochs, lr=lr, weight_decay=weight_decay, beta=beta,
         milestones=_milestones(milestones), gamma=gamma, seed=seed, device=device, num_workers=num_workers,
         amp=amp, channels_last=channels_last, cache_images=cache_images, progress=progress,
     )

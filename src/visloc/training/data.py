@@ -45,11 +45,16 @@ class TransformConfig:
         resize: length in pixels of the shorter image side after resizing (Pub V: 256).
         crop: side of the square crop fed to the network (Pub V: 224); at most ``resize``.
         jitter: colour-jitter strength for brightness, contrast and saturation (Pub V: 0.4); 0 disables it.
+        random_crop: training crops at a random position (Pub V); ``False`` takes the centre crop of
+            evaluation. A shifted crop looks like a small camera rotation while the label stays the
+            same, so random crops teach the network to ignore exactly the image motion that separates
+            a query from its nearest database images.
     """
 
     resize: int = 256
     crop: int = 224
     jitter: float = 0.4
+    random_crop: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.crop <= self.resize:
@@ -115,21 +120,26 @@ def eval_batch(images: Sequence[np.ndarray], resize: int, crop: int) -> torch.Te
     return torch.stack(out)
 
 
-def train_transform(img: torch.Tensor, crop: int, jitter: float, gen: torch.Generator) -> torch.Tensor:
-    """Random crop, colour jitter (random order) and normalisation, all drawn from ``gen``.
+def train_transform(img: torch.Tensor, crop: int, jitter: float, gen: torch.Generator,
+                    random_crop: bool = True) -> torch.Tensor:
+    """Random (or centre) crop, colour jitter (random order) and normalisation, all drawn from ``gen``.
 
     Args:
         img: ``(3, H, W)`` ``uint8`` (already resized).
         crop: output side.
         jitter: brightness/contrast/saturation strength.
         gen: the sample's generator.
+        random_crop: ``False``: the centre crop (no position is drawn).
 
     Returns:
         ``(3, crop, crop)`` float32, ImageNet-normalised.
     """
     _, h, w = img.shape
-    top = int(torch.randint(0, h - crop + 1, (), generator=gen))
-    left = int(torch.randint(0, w - crop + 1, (), generator=gen))
+    if random_crop:
+        top = int(torch.randint(0, h - crop + 1, (), generator=gen))
+        left = int(torch.randint(0, w - crop + 1, (), generator=gen))
+    else:  # the same rounding as torchvision's center_crop
+        top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
     out = TF.to_dtype(img[:, top : top + crop, left : left + crop], torch.float32, scale=True)
     if jitter > 0:
         factors = [_uniform(gen, 1.0 - jitter, 1.0 + jitter) for _ in range(3)]
@@ -238,8 +248,8 @@ class RelPosePairs(Dataset):
             img_db, img_query = img_query, img_db
             t, q = swap_label(t, q, self.translation_frame)
         crop, jitter = self.transform.crop, self.transform.jitter
-        a = train_transform(img_db, crop, jitter, gen)
-        b = train_transform(img_query, crop, jitter, gen)
+        a = train_transform(img_db, crop, jitter, gen, self.transform.random_crop)
+        b = train_transform(img_query, crop, jitter, gen, self.transform.random_crop)
         return a, b, t.float(), q.float()
 
 
@@ -297,7 +307,7 @@ class PoseNetImages(Dataset):
         img = self._images(self.frames[index].image_path)
         if self.train:
             gen = sample_generator(self.seed, self.epoch, index)
-            out = train_transform(img, self.transform.crop, self.transform.jitter, gen)
+            out = train_transform(img, self.transform.crop, self.transform.jitter, gen, self.transform.random_crop)
         else:
             out = eval_transform(img, self.transform.crop)
         return out, self._t[index], self._q[index]

@@ -499,7 +499,7 @@ class TrainingRunMixin:
     def transform(self):
         from .data import TransformConfig
 
-        return TransformConfig(self.resize, self.crop, self.jitter)
+        return TransformConfig(self.resize, self.crop, self.jitter, getattr(self, "random_crop", True))
 
     @property
     def loop(self) -> LoopConfig:

@@ -86,6 +86,8 @@ class TrainRelPoseConfig(TrainingRunMixin):
         resize: shorter image side after resizing (Pub V: 256).
         crop: network input side (Pub V: 224).
         jitter: colour-jitter strength (Pub V: 0.4).
+        random_crop: random training crops (Pub V) or the evaluation's centre crop
+            (:class:`~visloc.training.data.TransformConfig`).
         swap_prob: probability of swapping a training pair (with the exact swapped label).
         batch_size: pairs per step and process (Pub V: 64; the port: 32).
         epochs: number of epochs.
@@ -115,6 +117,7 @@ class TrainRelPoseConfig(TrainingRunMixin):
     resize: int = 256
     crop: int = 224
     jitter: float = 0.4
+    random_crop: bool = True
     swap_prob: float = 0.5
     batch_size: int = 64
     epochs: int = 30
