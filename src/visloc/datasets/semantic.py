@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_open
+from ._common import image_size
 
 #: PF-PASCAL classes in the order of the csv ``class`` column (1-based there): the PASCAL VOC order.
 PF_PASCAL_CLASSES = (
@@ -59,7 +60,6 @@ _PASCAL_KEYPOINT_COLUMNS = ("source_image", "target_image", "class", "XA", "YA",
 _PASCAL_WEAK_COLUMNS = ("source_image", "target_image", "class", "flip")
 _PAIRS_COLUMNS = ("source_image", "target_image", "class", "flip")
 _PAIRS_FLIP_SOURCE = "flip_source"
-_EXIF_ORIENTATION = 0x0112
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -202,23 +202,8 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     Raises:
         InputError: the file is missing or not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "image file does not exist")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            try:
-                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-            except Exception:  # malformed EXIF: read_image ignores it too
-                orientation = 1
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(path, f"cannot read image header ({e})") from None
-    if orientation in (5, 6, 7, 8):  # transposed / rotated by 90 degrees
-        w, h = h, w
-    return int(h), int(w)
+    width, height = image_size(Path(path))
+    return height, width
 
 
 class _SizeCache:

@@ -490,16 +490,10 @@ def _metrics(base: Mapping[str, Any], history: list[dict[str, Any]], best: Mappi
     }
 
 
-class TrainingRunMixin:
-    """The ``transform`` and ``loop`` views shared by the training configs (which define the fields:
-    ``resize``, ``crop``, ``jitter``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``milestones``,
-    ``gamma``, ``seed``, ``device``, ``num_workers``, ``amp``, ``channels_last``, ``progress``)."""
-
-    @property
-    def transform(self):
-        from .data import TransformConfig
-
-        return TransformConfig(self.resize, self.crop, self.jitter, getattr(self, "random_crop", True))
+class LoopViewMixin:
+    """The ``loop`` view of a training config that defines the :class:`LoopConfig` fields (``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``milestones``, ``gamma``, ``seed``, ``device``,
+    ``num_workers``, ``amp``, ``channels_last``, ``progress``)."""
 
     @property
     def loop(self) -> LoopConfig:
@@ -508,3 +502,14 @@ class TrainingRunMixin:
             milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
             num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
         )
+
+
+class TrainingRunMixin(LoopViewMixin):
+    """The ``transform`` and ``loop`` views of the image-regression training configs (which also define
+    ``resize``, ``crop``, ``jitter`` and ``random_crop``)."""
+
+    @property
+    def transform(self):
+        from .data import TransformConfig
+
+        return TransformConfig(self.resize, self.crop, self.jitter, self.random_crop)

@@ -51,6 +51,7 @@ class TrainPoseNetConfig(TrainingRunMixin):
         resize: shorter image side after resizing.
         crop: network input side.
         jitter: colour-jitter strength.
+        random_crop: random training crops, or the evaluation's centre crop.
         batch_size: images per step and process.
         epochs: number of epochs.
         lr: Adam learning rate.
@@ -74,6 +75,7 @@ class TrainPoseNetConfig(TrainingRunMixin):
     resize: int = 256
     crop: int = 224
     jitter: float = 0.4
+    random_crop: bool = True
     batch_size: int = 32
     epochs: int = 30
     lr: float = 1e-3

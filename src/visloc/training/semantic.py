@@ -68,7 +68,14 @@ from ..models.cnngeometric import (
 from ..models.weights import config_from_dict, load_state_into, networks, read_checkpoint, save_model
 from ..registry import config_to_dict
 from .checkpoint import load_checkpoint
-from .loop import DistContext, LoopConfig, fit, init_distributed, seed_everything, shutdown_distributed
+from .loop import (
+    DistContext,
+    LoopViewMixin,
+    fit,
+    init_distributed,
+    seed_everything,
+    shutdown_distributed,
+)
 from .semantic_data import KeypointPairs, KeypointPairsConfig, SyntheticWarpConfig, SyntheticWarpPairs
 from .semantic_losses import (
     PUBLICATION_I,
@@ -176,7 +183,7 @@ def build_matcher(config: MatcherConfig, load_weights: bool = True) -> nn.Module
 
 
 @dataclass(frozen=True)
-class TrainSemanticConfig:
+class TrainSemanticConfig(LoopViewMixin):
     """Everything that determines a semantic-matching training run.
 
     Attributes:
@@ -295,14 +302,6 @@ class TrainSemanticConfig:
             self._check_synthetic(model)
             return self.synthetic
         return SyntheticWarpConfig(kind=transform_of(model), output_size=(model.image_size, model.image_size))
-
-    @property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
-            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form embedded in checkpoints and ``metrics.json``."""
