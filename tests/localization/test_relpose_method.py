@@ -115,3 +115,36 @@ def test_unified_prefers_agreeing_geometry_and_falls_back(tiny_world: Path, relp
 def test_regression_methods_need_a_relpose_map(tiny_map: Path) -> None:
     with pytest.raises(ConfigError, match="relpose global descriptor"):
         Localizer(Map(tiny_map), LocalizeConfig(method="relpose"))
+
+
+def test_correlation_head_map_stores_its_feature_map_and_searches_the_pooled_part(
+    tiny_world: Path, tiny_map_config, tmp_path: Path
+) -> None:
+    import torch
+
+    from visloc.models import RelPoseNet, save_model
+
+    torch.manual_seed(0)
+    config = RelPoseConfig(BackboneConfig("tiny", "none", allow_random_init=True), head="correlation", hidden=16,
+                           correlation_grid=(6, 6))
+    net = RelPoseNet(config).eval()
+    model = save_model(tmp_path / "corr.pt", net, config)
+    out = tmp_path / "map"
+    build_map(tiny_world, out, MapConfig(extractor_options=tiny_map_config.extractor_options,
+                                         global_descriptor="relpose", global_options={"model": str(model)}),
+              split="train")
+    m = Map(out)
+    encoder = m.make_global_descriptor()
+    name = m.names[2]
+    raw = encoder(read_image(m.image_paths[name]))
+    assert raw.shape == (net.descriptor_dim,) == (256 + 64 * 36,)
+    np.testing.assert_allclose(m.global_descriptor(name), raw, rtol=1e-5, atol=1e-6)
+    # the index holds the normalised pooled part only (the feature map is for the regression head)
+    pooled = raw[: net.global_dim] / np.linalg.norm(raw[: net.global_dim])
+    scores, idx = m.index.search(pooled[None].astype(np.float32), 1)
+    assert m.names[idx[0][0]] == name and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    # a database image as query retrieves itself first, and regression + fusion runs on the stored maps
+    frame = next(f for f in load_frames(tiny_world, split="train").frames if f.name == name)
+    r = Localizer(m, LocalizeConfig(method="relpose", relpose_fusion="metric")).localize_image(
+        read_image(frame.image_path), frame.camera, name)
+    assert r.retrieved[0] == name and r.pose is not None

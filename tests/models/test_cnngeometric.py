@@ -19,6 +19,7 @@ from visloc.models.cnngeometric import (
     TwoStageMatcherConfig,
     feature_correlation,
     feature_l2_norm,
+    stride_split,
     stride_trunk,
 )
 from visloc.models.weights import load_model, save_model
@@ -196,6 +197,17 @@ def test_stride_16_cuts_of_the_registered_backbones() -> None:
             assert trunk.eval()(torch.zeros(1, 3, 48, 80)).shape == (1, channels, 3, 5)
     with pytest.raises(ConfigError, match="no cut"):
         stride_trunk(build_backbone(TINY, load_weights=False), 64)
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "mobilenet_v2"])
+def test_stride_split_parts_compose_to_the_feature_map(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(name, "none", allow_random_init=True), load_weights=False).eval()
+    head, tail, _ = stride_split(backbone, 8)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert head(x).shape[-2:] == (8, 12)
+        torch.testing.assert_close(tail(head(x)), backbone.feature_map(x))
 
 
 def test_config_errors() -> None:

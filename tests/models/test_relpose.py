@@ -220,3 +220,95 @@ def test_pool_grid_survives_save_and_load(tmp_path) -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x, x)[0], net(x, x)[0])
+
+
+def test_correlation_head_descriptor_layout() -> None:
+    from visloc.models.cnngeometric import feature_l2_norm, stride_trunk
+
+    net = _net(head="correlation", hidden=32, correlation_stride=8, correlation_grid=(8, 8)).eval()
+    assert net.global_dim == 256 and net.local_channels == 64
+    assert net.descriptor_dim == 256 + 64 * 8 * 8
+    images = torch.randn(2, 3, 64, 64)  # stride 8: an 8x8 map, so the pooling to the grid is the identity
+    with torch.no_grad():
+        desc = net.encode(images)
+        trunk, channels = stride_trunk(net.encoder, 8)
+        local = feature_l2_norm(trunk(images))
+        glob = net.encoder(images)
+        retrieval = net.retrieval_descriptor(images)
+    assert channels == 64 and desc.shape == (2, net.descriptor_dim)
+    # the pooled part is the encoder's own global descriptor; retrieval uses only that part
+    torch.testing.assert_close(desc[:, :256], glob, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(retrieval, F.normalize(glob, dim=1), atol=1e-5, rtol=1e-5)
+    # then the unit-norm feature map, flattened channel-major
+    torch.testing.assert_close(desc[:, 256:].view(2, 64, 8, 8), local, atol=1e-5, rtol=1e-5)
+    # a larger input is pooled to the same grid: the descriptor size does not depend on the image size
+    with torch.no_grad():
+        assert net.encode(torch.randn(1, 3, 96, 128)).shape == (1, net.descriptor_dim)
+
+
+def test_correlation_head_regresses_from_the_correlation_volume() -> None:
+    from visloc.models.cnngeometric import feature_correlation, feature_l2_norm
+
+    net = _net(head="correlation", hidden=32, correlation_grid=(8, 8)).eval()
+    a, b = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
+    seen: list[torch.Tensor] = []
+    net.correlation_net.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach().clone()))
+    with torch.no_grad():
+        t, q = net(a, b)
+        da, db = net.encode(a), net.encode(b)
+        t2, q2 = net.regress(da, db)
+    assert t.shape == (3, 3) and q.shape == (3, 4)
+    torch.testing.assert_close(t, t2)  # forward == regress of the stored descriptors (map + query)
+    torch.testing.assert_close(q, q2)
+    # the head's input: database locations (channels) against query locations (grid), ReLU, unit norm
+    maps = [d[:, 256:].view(3, 64, 8, 8) for d in (da, db)]
+    expected = feature_l2_norm(F.relu(feature_correlation(maps[0], maps[1])))
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=1e-5)
+    # the hidden layer sees the convolved volume, then both pooled descriptors (database first)
+    trunk_in = _capture_trunk_input(net)
+    with torch.no_grad():
+        net.regress(da, db)
+        conv = net.correlation_net(expected).flatten(1)
+    torch.testing.assert_close(trunk_in[0], torch.cat([conv, da[:, :256], db[:, :256]], 1), atol=1e-5, rtol=1e-5)
+
+
+def test_correlation_head_survives_save_and_load(tmp_path) -> None:
+    from visloc.models import load_model, save_model
+
+    net = _net(head="correlation", hidden=16, correlation_stride=16, correlation_grid=(4, 4)).eval()
+    assert net.local_channels == 128
+    path = save_model(tmp_path / "m.pt", net, net.config)
+    loaded = load_model(path)
+    assert loaded.config.head == "correlation" and loaded.config.correlation_grid == (4, 4)
+    # the encoder's split parts share its modules: nothing is stored twice
+    n_encoder = sum(1 for k in net.state_dict() if k.startswith("encoder."))
+    assert n_encoder == len(net.encoder.state_dict())
+    assert not any(k.startswith("_encoder_parts") for k in net.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, x.flip(-1))[0], net(x, x.flip(-1))[0])
+    with pytest.raises(ConfigError, match="correlation_grid"):
+        RelPoseConfig(correlation_grid=(3,))
+    with pytest.raises(ConfigError, match="no cut at stride"):
+        RelPoseNet(RelPoseConfig(backbone=TINY, head="correlation", correlation_stride=64))
+
+
+def test_tiny_correlation_head_overfits_eight_pairs(one_thread: None) -> None:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    img_db, img_q = _smooth_images(8, 48, g), _smooth_images(8, 48, g)
+    t_gt = torch.randn(8, 3, generator=g)
+    q_gt = F.normalize(torch.randn(8, 4, generator=g), dim=1)
+    q_gt = torch.where(q_gt[:, :1] < 0, -q_gt, q_gt)
+    net = RelPoseNet(RelPoseConfig(backbone=TINY, head="correlation", hidden=64, dropout=0.0,
+                                   correlation_grid=(6, 6))).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = relpose_loss(*net(img_db, img_q), t_gt, q_gt, beta=1.0)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.5
+    assert min(losses[-5:]) < 0.02, losses[-5:]

@@ -109,6 +109,19 @@ def test_resume_rejects_a_changed_config(tmp_path: Path) -> None:
     check_resume_config({"epochs": 1, "device": "cpu", "x": (1, 2)}, {"epochs": 9, "device": "cuda", "x": [1, 2]})
 
 
+def test_resume_of_a_checkpoint_that_predates_a_setting() -> None:
+    # a checkpoint written before "model.grid" existed: it ran with what is now the default
+    saved = {"lr": 1e-3, "model": {"head": "original"}}
+    defaults = {"lr": 0.1, "model": {"head": "original", "grid": (1, 1)}}
+    with pytest.raises(ConfigError, match="model"):  # without the defaults the missing key is a change
+        check_resume_config(saved, {"lr": 1e-3, "model": {"head": "original", "grid": [1, 1]}})
+    check_resume_config(saved, {"lr": 1e-3, "model": {"head": "original", "grid": [1, 1]}}, defaults)
+    with pytest.raises(ConfigError, match="grid"):  # a non-default value is still a change
+        check_resume_config(saved, {"lr": 1e-3, "model": {"head": "original", "grid": [2, 2]}}, defaults)
+    with pytest.raises(ConfigError, match="lr"):  # defaults never override what the checkpoint recorded
+        check_resume_config(saved, {"lr": 0.1, "model": {"head": "original", "grid": [1, 1]}}, defaults)
+
+
 def test_resume_without_checkpoint_starts_afresh_and_finished_runs_stay(tmp_path: Path) -> None:
     first = _fit(tmp_path, resume=True)
     assert len(first.metrics["epochs"]) == 4

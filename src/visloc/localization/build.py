@@ -156,7 +156,7 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
     else:
         with H5Reader(out / M.GLOBAL_FEATURES) as r:
             vectors = np.stack([r.read(n, ("global_descriptor",))["global_descriptor"] for n in names])
-    GlobalIndex(M.normalize_rows(vectors), names).save(out / M.GLOBAL_INDEX)
+    GlobalIndex(M.index_vectors(desc, vectors), names).save(out / M.GLOBAL_INDEX)
 
 
 def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig) -> str:

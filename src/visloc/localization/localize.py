@@ -49,7 +49,7 @@ from .fusion import (
     fuse_rays_ransac,
     hypotheses_from_relative_poses,
 )
-from .map import Map, normalize_rows
+from .map import Map, index_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Localizer:
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        scores, idx = self.map.index.search(normalize_rows(gdesc[None]), cfg.num_retrieved)
+        scores, idx = self.map.index.search(index_vectors(self.global_descriptor, gdesc[None]), cfg.num_retrieved)
         retrieved = [self.map.names[i] for i in idx[0] if i >= 0]
         timings["retrieve"] = time.perf_counter() - t
 

@@ -66,6 +66,14 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
+def index_vectors(descriptor: Any, vectors: np.ndarray) -> np.ndarray:
+    """What the FAISS index holds for raw ``(N, D)`` descriptors of the plug-in ``descriptor``: their
+    L2-normalised retrieval part. A plug-in whose raw vector carries more than its retrieval descriptor
+    (``relpose`` with the correlation head) says which part with a ``retrieval_part`` method."""
+    part = getattr(descriptor, "retrieval_part", None)
+    return normalize_rows(part(vectors) if part is not None else vectors)
+
+
 def read_local_features(reader: H5Reader, name: str) -> LocalFeatures:
     """Local features of image ``name`` from an hloc-layout feature file."""
     d = reader.read(name, ("keypoints", "descriptors", "scores", "image_size"))

@@ -96,20 +96,22 @@ def _module_stride(module: nn.Module) -> int:
     return stride
 
 
-def stride_trunk(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, int]:
-    """The layers of ``backbone`` up to total stride ``stride`` (and every stride-1 layer after it).
+def stride_split(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """Split ``backbone``'s body at total stride ``stride``: the layers up to it and the layers after it.
 
     Supported: torchvision ResNets (``conv1 .. layer4``; stride 16 = after ``layer3``, as upstream's
     ResNet-101 feature extractor) and backbones whose body is a ``features`` sequence (``tiny``: after its
     4th stride-2 stage; ``mobilenet_v2``: after ``features[13]``). Modules are shared, not copied, so weights
-    loaded into ``backbone`` are kept; the names in the returned sequence are the body's own.
+    loaded into ``backbone`` are kept; the names in the returned sequences are the body's own. Running the
+    two parts in turn gives ``backbone.feature_map``.
 
     Args:
         backbone: a built :class:`~visloc.models.backbones.Backbone`.
         stride: total downsampling wanted (a power of 2 the backbone reaches).
 
     Returns:
-        The truncated network and its number of output channels.
+        The layers up to ``stride`` (every stride-1 layer right after the cut included), the remaining
+        layers, and the number of output channels of the first part.
     """
     body = backbone.body
     resnet_names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -122,20 +124,30 @@ def stride_trunk(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, i
             f"backbone {backbone.config.name!r}: no known way to truncate it at stride {stride} (supported: "
             "torchvision ResNets and backbones with a 'features' sequence)"
         )
-    kept: list[tuple[str, nn.Module]] = []
-    total = 1
-    for name, module in children:
+    total, cut = 1, 0
+    for _, module in children:
         s = _module_stride(module)
         if total * s > stride:
             break
         total *= s
-        kept.append((name, module))
+        cut += 1
     if total != stride:
         raise ConfigError(
             f"backbone {backbone.config.name!r} has no cut at stride {stride} (reaches {total})"
         )
+    kept = children[:cut]
     convs = [m for _, module in kept for m in module.modules() if isinstance(m, nn.Conv2d)]
-    return nn.Sequential(OrderedDict(kept)), convs[-1].out_channels
+    return nn.Sequential(OrderedDict(kept)), nn.Sequential(OrderedDict(children[cut:])), convs[-1].out_channels
+
+
+def stride_trunk(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, int]:
+    """The layers of ``backbone`` up to total stride ``stride`` (see :func:`stride_split`).
+
+    Returns:
+        The truncated network and its number of output channels.
+    """
+    trunk, _, channels = stride_split(backbone, stride)
+    return trunk, channels
 
 
 # --- configs -----------------------------------------------------------------------------------------

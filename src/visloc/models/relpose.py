@@ -10,6 +10,13 @@ on either output (normalise at use). Two heads:
 * ``pytorch_port`` (RelPoseNet PyTorch port): Linear(2D -> hidden) -> Dropout(0.3) -> the two linear
   heads, no BatchNorm and no ReLU. The port applies the hidden layer once per head, so each head sees
   its own dropout mask in training; so does this implementation.
+* ``correlation`` (visloc's extension, not in Publication V): the two images' L2-normalised feature maps
+  at ``correlation_stride`` are correlated location against location (CNNGeometric's correlation, ReLU and
+  L2-normalised as there), and a small CNN turns the correlation volume into a vector that joins the two
+  pooled descriptors before the hidden layer (so the pooled, retrieval part is still trained by the pose
+  loss, as in the original). It sees how image content moved between the views, not only what the
+  scene looks like, which is what a model must learn to generalise to unseen scenes. The descriptor is then the global part (retrieval) followed
+  by the flattened feature map, so a map still stores one vector per image and a query is encoded once.
 
 The encoder's descriptor doubles as the retrieval descriptor (:meth:`RelPoseNet.retrieval_descriptor`),
 as in the paper's test-time retrieval.
@@ -25,12 +32,17 @@ from torch import nn
 
 from ..errors import ConfigError
 from .backbones import BackboneConfig, build_backbone, count_parameters
+from .cnngeometric import feature_correlation, feature_l2_norm, stride_split
 from .labels import check_frame
 from .posenet import PoseNet, PoseNetConfig
 from .weights import networks
 
 #: Head variants and their default dropout.
-HEAD_DROPOUT = {"original": 0.5, "pytorch_port": 0.3}
+HEAD_DROPOUT = {"original": 0.5, "pytorch_port": 0.3, "correlation": 0.3}
+
+#: Channels of the correlation head's convolutions (the first maps the correlation volume, the next two
+#: halve the grid).
+CORRELATION_CHANNELS = (128, 128, 64)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,10 @@ class RelPoseConfig:
         global average pooling; a coarse grid such as ``(2, 2)`` keeps where things are in the image
         (the descriptor is the cells' pooled features concatenated, ``D = channels * rows * cols``),
         which small encoders trained from scratch need to regress relative poses.
+    correlation_stride: ``correlation`` head: stride at which the encoder's feature maps are correlated.
+    correlation_grid: ``correlation`` head: ``(rows, cols)`` the feature map is average-pooled to before
+        the correlation (equal to the map's own size at the training input, e.g. 14x14 for 112 px at
+        stride 8), which fixes the descriptor size for any input size.
     """
 
     backbone: BackboneConfig = BackboneConfig(name="resnet34")
@@ -56,11 +72,15 @@ class RelPoseConfig:
     dropout: float | None = None
     translation_frame: str = "camera"
     pool_grid: tuple[int, int] = (1, 1)
+    correlation_stride: int = 8
+    correlation_grid: tuple[int, int] = (14, 14)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pool_grid", tuple(int(v) for v in self.pool_grid))
-        if len(self.pool_grid) != 2 or min(self.pool_grid) < 1:
-            raise ConfigError(f"relpose pool_grid must be two positive integers, got {self.pool_grid}")
+        for name in ("pool_grid", "correlation_grid"):
+            grid = tuple(int(v) for v in getattr(self, name))
+            object.__setattr__(self, name, grid)
+            if len(grid) != 2 or min(grid) < 1:
+                raise ConfigError(f"relpose {name} must be two positive integers, got {grid}")
         if self.head not in HEAD_DROPOUT:
             raise ConfigError(f"unknown relpose head {self.head!r}; known: {', '.join(HEAD_DROPOUT)}")
         if self.hidden < 1:
@@ -95,12 +115,24 @@ class RelPoseNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = build_backbone(config.backbone, load_weights=load_weights)
-        d_in, hidden, p = 2 * self.descriptor_dim, config.hidden, config.head_dropout
+        hidden, p = config.hidden, config.head_dropout
+        self.local_channels = 0
+        if config.head == "correlation":
+            # plain tuple: the parts share the encoder's modules and must not be registered twice
+            head_part, tail_part, self.local_channels = stride_split(self.encoder, config.correlation_stride)
+            self._encoder_parts = (head_part, tail_part)
+            self.correlation_net, d_corr = _correlation_net(config.correlation_grid)
+            d_in = d_corr + 2 * self.global_dim
+        else:
+            d_in = 2 * self.descriptor_dim
         if config.head == "original":
             self.trunk: nn.Module = nn.Sequential(
                 nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(p)
             )
             self.head_dropout: nn.Module = nn.Identity()  # already in the trunk, shared by both heads
+        elif config.head == "correlation":
+            self.trunk = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(inplace=True), nn.Dropout(p))
+            self.head_dropout = nn.Identity()
         else:
             self.trunk = nn.Sequential(nn.Linear(d_in, hidden))
             self.head_dropout = nn.Dropout(p)  # applied once per head: independent masks
@@ -108,9 +140,21 @@ class RelPoseNet(nn.Module):
         self.fc_q = nn.Linear(hidden, 4)
 
     @property
-    def descriptor_dim(self) -> int:
-        """``D``, the size of one image's descriptor."""
+    def global_dim(self) -> int:
+        """Size of the pooled (retrieval) part of the descriptor."""
         return self.encoder.out_dim * self.config.pool_grid[0] * self.config.pool_grid[1]
+
+    @property
+    def descriptor_dim(self) -> int:
+        """``D``, the size of one image's descriptor (pooled part, then the correlation head's map)."""
+        rows, cols = self.config.correlation_grid
+        return self.global_dim + self.local_channels * rows * cols
+
+    def _pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if self.config.pool_grid == (1, 1):
+            return feature_map.mean(dim=(2, 3))
+        cells = F.adaptive_avg_pool2d(feature_map, self.config.pool_grid)
+        return cells.permute(0, 2, 3, 1).flatten(1)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Shared-encoder descriptor of each image.
@@ -119,13 +163,22 @@ class RelPoseNet(nn.Module):
             images: ``(B, 3, H, W)`` ImageNet-normalised.
 
         Returns:
-            ``(B, D)`` average-pooled features: global (the original) or per ``pool_grid`` cell, cells
-            in row-major order, each cell's channels contiguous.
+            ``(B, D)``: average-pooled features, global (the original) or per ``pool_grid`` cell (cells in
+            row-major order, each cell's channels contiguous); for the ``correlation`` head followed by
+            the L2-normalised feature map at ``correlation_stride`` pooled to ``correlation_grid``,
+            flattened channel-major.
         """
-        if self.config.pool_grid == (1, 1):
-            return self.encoder(images)
-        cells = F.adaptive_avg_pool2d(self.encoder.feature_map(images), self.config.pool_grid)
-        return cells.permute(0, 2, 3, 1).flatten(1)
+        if self.config.head != "correlation":
+            if self.config.pool_grid == (1, 1):
+                return self.encoder(images)
+            return self._pool(self.encoder.feature_map(images))
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        head_part, tail_part = self._encoder_parts
+        local = head_part(images)
+        pooled = self._pool(tail_part(local))
+        local = feature_l2_norm(F.adaptive_avg_pool2d(local, self.config.correlation_grid))
+        return torch.cat([pooled, local.flatten(1)], dim=1)
 
     def retrieval_descriptor(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder descriptor, L2-normalised, for dot-product retrieval.
@@ -138,7 +191,7 @@ class RelPoseNet(nn.Module):
         Returns:
             ``(B, D)`` float32 unit vectors.
         """
-        return F.normalize(self.encode(images).float(), p=2.0, dim=1)
+        return F.normalize(self.encode(images)[:, : self.global_dim].float(), p=2.0, dim=1)
 
     def regress(self, desc_db: torch.Tensor, desc_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Relative pose from the two descriptors, database first.
@@ -155,7 +208,15 @@ class RelPoseNet(nn.Module):
             raise ValueError(
                 f"expected two (B, D) descriptors, got {tuple(desc_db.shape)} and {tuple(desc_query.shape)}"
             )
-        hidden = self.trunk(torch.cat([desc_db, desc_query], dim=1))
+        if self.config.head == "correlation":
+            rows, cols = self.config.correlation_grid
+            maps = [d[:, self.global_dim :].reshape(len(d), self.local_channels, rows, cols)
+                    for d in (desc_db, desc_query)]
+            volume = feature_l2_norm(F.relu(feature_correlation(*maps)))
+            pooled = [d[:, : self.global_dim] for d in (desc_db, desc_query)]
+            hidden = self.trunk(torch.cat([self.correlation_net(volume).flatten(1), *pooled], dim=1))
+        else:
+            hidden = self.trunk(torch.cat([desc_db, desc_query], dim=1))
         return self.fc_t(self.head_dropout(hidden)), self.fc_q(self.head_dropout(hidden))
 
     def forward(self, img_db: torch.Tensor, img_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +230,19 @@ class RelPoseNet(nn.Module):
             ``t (B, 3)`` and ``q (B, 4)``, as :meth:`regress`.
         """
         return self.regress(self.encode(img_db), self.encode(img_query))
+
+
+def _correlation_net(grid: tuple[int, int]) -> tuple[nn.Sequential, int]:
+    """Convolutions over a ``(B, rows * cols, rows, cols)`` correlation volume and their flat output size."""
+    layers: list[nn.Module] = []
+    c_in, (rows, cols) = grid[0] * grid[1], grid
+    for i, c_out in enumerate(CORRELATION_CHANNELS):
+        stride = 1 if i == 0 else 2
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True)]
+        rows, cols = (rows - 1) // stride + 1, (cols - 1) // stride + 1
+        c_in = c_out
+    return nn.Sequential(*layers), c_in * rows * cols
 
 
 def relpose_loss(

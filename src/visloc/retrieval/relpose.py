@@ -80,6 +80,11 @@ class RelPoseDescriptor:
     def __call__(self, image: np.ndarray, features: LocalFeatures | None = None) -> np.ndarray:
         return self.encode([image])[0]
 
+    def retrieval_part(self, vectors: np.ndarray) -> np.ndarray:
+        """The pooled (retrieval) part ``(N, D')`` of raw ``(N, D)`` descriptors: all of it for the published
+        heads; the correlation head appends its feature map, which is not searched."""
+        return vectors[:, : self._loaded[0].global_dim]
+
     def regress(self, db_descriptors: np.ndarray, query_descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Relative poses of one query w.r.t. N database images.
 

@@ -94,8 +94,9 @@ def relpose(
     weights: Weights = _R.model.backbone.weights,
     allow_random_init: AllowRandom = _R.model.backbone.allow_random_init,
     head: Annotated[str, typer.Option(
-        help="Regression head: 'original' (Linear-BN-ReLU-Dropout, Lua code) or 'pytorch_port' "
-             "(Linear-Dropout).")] = _R.model.head,
+        help="Regression head: 'original' (Linear-BN-ReLU-Dropout, Lua code), 'pytorch_port' "
+             "(Linear-Dropout) or 'correlation' (visloc: regress from the two feature maps' correlation "
+             "volume).")] = _R.model.head,
     hidden: Annotated[int, typer.Option(help="Width of the hidden layer of the head.")] = _R.model.hidden,
     dropout: Annotated[float | None, typer.Option(
         help="Dropout probability; default: the head's published value (0.5 original, 0.3 port).")] = None,
@@ -105,6 +106,11 @@ def relpose(
     pool_grid: Annotated[str, typer.Option(
         help="Cells of the encoder's average pooling, ROWSxCOLS: 1x1 is the original's global pooling; "
              "2x2 keeps a coarse layout.")] = "x".join(map(str, _R.model.pool_grid)),
+    correlation_stride: Annotated[int, typer.Option(
+        help="Correlation head: stride of the correlated feature maps.")] = _R.model.correlation_stride,
+    correlation_grid: Annotated[str, typer.Option(
+        help="Correlation head: ROWSxCOLS the feature maps are pooled to (their size at the training "
+             "crop: 14x14 for 112 px at stride 8).")] = "x".join(map(str, _R.model.correlation_grid)),
     train_split: TrainSplit = _R.train_split,
     val_split: ValSplit = str(_R.val_split),
     exclude_scene: Annotated[list[str] | None, typer.Option(
@@ -150,7 +156,7 @@ def relpose(
     from .relpose import train_relpose
 
     model = RelPoseConfig(BackboneConfig(backbone, weights, allow_random_init), head, hidden, dropout,
-                          translation_frame, _grid(pool_grid))
+                          translation_frame, _grid(pool_grid), correlation_stride, _grid(correlation_grid))
     sampling = PairSamplingConfig(min_overlap=min_overlap, max_overlap=max_overlap,
                                   max_pairs_per_scene=pairs_per_scene, seed=pairs_seed)
     config = TrainRelPoseConfig(

@@ -237,10 +237,27 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+def _with_defaults(saved: Any, defaults: Any) -> Any:
+    """``saved`` with the keys it lacks (at any depth) taken from ``defaults``."""
+    if not isinstance(saved, dict) or not isinstance(defaults, dict):
+        return saved
+    out = {k: _with_defaults(v, defaults.get(k)) for k, v in saved.items()}
+    out.update({k: v for k, v in defaults.items() if k not in saved})
+    return out
+
+
+def check_resume_config(
+    saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> None:
     """Raise :class:`ConfigError` when a resumed run's config differs from the checkpoint's beyond
-    :data:`RESUME_MAY_CHANGE`."""
+    :data:`RESUME_MAY_CHANGE`.
+
+    ``defaults`` (the config class's defaults as plain data) fills settings that the checkpoint does not
+    record because they were added to visloc after it was written: a new setting's default keeps the
+    earlier behaviour, so such a checkpoint resumes when the current run leaves it at the default."""
     a, b = _plain(dict(saved)), _plain(dict(current))
+    if defaults is not None:
+        a = _with_defaults(a, _plain(dict(defaults)))
     keys = sorted((set(a) | set(b)) - RESUME_MAY_CHANGE)
     changed = [k for k in keys if a.get(k) != b.get(k)]
     if changed:
@@ -329,6 +346,7 @@ def fit(
     run_config: Mapping[str, Any],
     resume: bool = False,
     ctx: DistContext | None = None,
+    run_defaults: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` and write checkpoints and ``metrics.json`` into ``out_dir`` (rank 0 only).
 
@@ -341,6 +359,8 @@ def fit(
         config: optimisation settings.
         run_config: the full training config as plain data, embedded in every checkpoint and
             ``metrics.json`` and compared on resume.
+        run_defaults: the config class's defaults as plain data: on resume they stand in for settings
+            the checkpoint predates (:func:`check_resume_config`).
         resume: continue from ``out_dir/last.pt`` when it exists (else start afresh, with a log line).
         ctx: the process's place in a distributed run (default: :func:`init_distributed` of
             ``config.device``, destroyed again at the end).
@@ -356,7 +376,8 @@ def fit(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(config.device)
     try:
-        return _fit(model, loss_fn, train_set, val_set, out_dir, config, dict(run_config), resume, ctx)
+        return _fit(model, loss_fn, train_set, val_set, out_dir, config, dict(run_config), resume, ctx,
+                    run_defaults)
     finally:
         if own_ctx:
             shutdown_distributed(ctx)
@@ -372,6 +393,7 @@ def _fit(
     run_config: dict[str, Any],
     resume: bool,
     ctx: DistContext,
+    run_defaults: Mapping[str, Any] | None = None,
 ) -> FitResult:
     device = ctx.device
     use_amp = config.amp and device.type == "cuda"
@@ -393,7 +415,7 @@ def _fit(
     last_path, best_path = out_dir / LAST, out_dir / BEST
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
-        check_resume_config(ckpt["config"], run_config)
+        check_resume_config(ckpt["config"], run_config, run_defaults)
         core.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

@@ -168,7 +168,8 @@ def train_posenet(
                         scene, len(frames), len(val), ctx.world_size, ctx.device)
         ctx.barrier()
         result = fit(model, _loss(config.beta), train_set, val_set, out_dir, config.loop,
-                     run_config=config.to_dict(scene), resume=resume, ctx=ctx)
+                     run_config=config.to_dict(scene), resume=resume, ctx=ctx,
+                     run_defaults=type(config)().to_dict(scene))
         metrics = {"task": "posenet", "scene": scene, **result.metrics,
                    "images": {"train": len(frames), "val": len(val)}, "model_file": str(out_dir / MODEL_FILE)}
         if ctx.is_main:

@@ -267,7 +267,8 @@ def train_relpose(
             logger.info("relpose training: %d training pairs, %d validation pairs, %d process(es) on %s",
                         len(train_set), len(val_pairs), ctx.world_size, ctx.device)
         result = fit(model, _loss(config.beta), train_set, val_set, out_dir, config.loop,
-                     run_config=config.to_dict(), resume=resume, ctx=ctx)
+                     run_config=config.to_dict(), resume=resume, ctx=ctx,
+                     run_defaults=type(config)().to_dict())
         metrics = {"task": "relpose", **result.metrics, "pairs": {"train": len(train_pairs), "val": len(val_pairs)},
                    "model_file": str(out_dir / MODEL_FILE)}
         if ctx.is_main:

@@ -618,7 +618,7 @@ def train_semantic(out_dir: str | Path, config: TrainSemanticConfig = TrainSeman
 
         run_config = config.to_dict()
         result = fit(model, loss_fn, train_set, val_set, out_dir, config.loop, run_config=run_config,
-                     resume=resume, ctx=ctx)
+                     resume=resume, ctx=ctx, run_defaults=type(config)().to_dict())
         metrics = {"task": "semantic", "stage": config.stage, **result.metrics, "pairs": counts,
                    "model": {"network": _network(model_config), **config_to_dict(model_config)},
                    "loss": config_to_dict(loss), "init_from": config.init_from,
