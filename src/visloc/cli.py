@@ -161,12 +161,16 @@ def localize(
     relpose_fusion: Annotated[str, typer.Option(
         help="relpose/unified: 'original' (ray triangulation of Publication V), 'ransac' (rays, any N) or "
              "'metric' (regressed translations with their length).")] = "original",
+    relpose_rerank: Annotated[int, typer.Option(
+        help="relpose/unified with a correlation-head model: retrieve this many images and keep the "
+             "--num-retrieved with the most mutual nearest neighbours between the feature maps (0: off).")] = 30,
 ) -> None:
     """Localize query images against a map."""
     from .localization import LocalizeConfig
     from .localization import localize as run
 
-    config = LocalizeConfig(method=method, num_retrieved=num_retrieved, relpose_fusion=relpose_fusion)
+    config = LocalizeConfig(method=method, num_retrieved=num_retrieved, relpose_fusion=relpose_fusion,
+                            relpose_rerank=relpose_rerank)
     summary = run(map_dir, queries, out, config, split=split,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")

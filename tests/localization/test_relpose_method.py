@@ -148,3 +148,13 @@ def test_correlation_head_map_stores_its_feature_map_and_searches_the_pooled_par
     r = Localizer(m, LocalizeConfig(method="relpose", relpose_fusion="metric")).localize_image(
         read_image(frame.image_path), frame.camera, name)
     assert r.retrieved[0] == name and r.pose is not None
+    # dense re-ranking of a 10-image shortlist: the image itself has the most mutual nearest neighbours
+    dense = encoder.rerank_scores(np.stack([m.global_descriptor(n) for n in m.names[:10]]), raw)
+    assert dense.shape == (10,) and dense[2] == dense.max() and dense[2] > 0
+    reranked = Localizer(m, LocalizeConfig(method="relpose", relpose_fusion="metric", num_retrieved=3,
+                                           relpose_rerank=10))
+    r = reranked.localize_image(read_image(frame.image_path), frame.camera, name)
+    assert r.retrieved[0] == name and len(r.retrieved) == 3
+    assert r.retrieval_scores == sorted(r.retrieval_scores, reverse=True)
+    with pytest.raises(ConfigError, match="relpose_rerank"):
+        LocalizeConfig(relpose_rerank=-1)

@@ -312,3 +312,26 @@ def test_tiny_correlation_head_overfits_eight_pairs(one_thread: None) -> None:
         losses.append(loss.item())
     assert losses[0] > 0.5
     assert min(losses[-5:]) < 0.02, losses[-5:]
+
+
+def test_mutual_matches_hand_computed() -> None:
+    from visloc.models.relpose import mutual_matches
+
+    eye = torch.eye(4)
+    query = eye[:, [0, 1, 2]].view(1, 4, 1, 3)  # locations e0, e1, e2
+    db = eye[:, [1, 0, 3]].view(1, 4, 1, 3)  # locations e1, e0, e3
+    # e0 <-> e0 and e1 <-> e1 are mutual; e2 has no partner (its best, by argmax of zeros, is db[0] = e1,
+    # whose best query location is e1, not e2)
+    assert mutual_matches(query, db).tolist() == [2]
+    assert mutual_matches(query, query).tolist() == [3]
+    both = mutual_matches(torch.cat([query, query]), torch.cat([db, query]))
+    assert both.tolist() == [2, 3]
+
+
+def test_feature_maps_need_the_correlation_head() -> None:
+    net = _net(head="correlation", hidden=16, correlation_grid=(4, 4)).eval()
+    with torch.no_grad():
+        desc = net.encode(torch.randn(2, 3, 64, 64))
+    assert net.feature_maps(desc).shape == (2, 64, 4, 4)
+    with pytest.raises(ConfigError, match="no feature maps"):
+        _net(hidden=16).feature_maps(desc)

@@ -79,6 +79,11 @@ class LocalizeConfig:
         :func:`~visloc.localization.fusion.fuse_metric`).
     relpose_rays: settings of the ``ransac`` relpose fusion.
     relpose_metric: settings of the ``metric`` relpose fusion.
+    relpose_rerank: ``relpose`` / ``unified`` with a correlation-head model: retrieve this many images,
+        re-rank them by the mutual nearest neighbours between the query's and each image's stored
+        feature maps (a dense check of the shortlist, as the thesis re-ranks retrieval with dense
+        matching) and keep the best ``num_retrieved``; 0 keeps the global-descriptor ranking. Models
+        without a correlation head store no feature maps and always keep the global ranking.
     unified_gate_m / unified_gate_deg: ``unified`` keeps the geometric pose when
         ``unified_support_images`` retrieved images each support it with ``min_inliers`` inliers, when it
         has ``unified_strong_inliers`` inliers, or when it lies within this distance and angle of the
@@ -101,6 +106,7 @@ class LocalizeConfig:
     relpose_fusion: str = "original"
     relpose_rays: RansacRayFusionConfig = RansacRayFusionConfig(sign_agnostic=True, fallback_to_first=True)
     relpose_metric: MetricFusionConfig = MetricFusionConfig()
+    relpose_rerank: int = 30
     unified_gate_m: float = 1.0
     unified_gate_deg: float = 30.0
     unified_strong_inliers: int = 100
@@ -111,6 +117,8 @@ class LocalizeConfig:
             raise ConfigError(f"unknown localization method {self.method!r}; known: {METHODS}")
         if self.relpose_fusion not in RELPOSE_FUSIONS:
             raise ConfigError(f"relpose_fusion must be one of {RELPOSE_FUSIONS}, got {self.relpose_fusion!r}")
+        if self.relpose_rerank < 0:
+            raise ConfigError(f"relpose_rerank must be >= 0, got {self.relpose_rerank}")
 
 
 @dataclass
@@ -199,8 +207,17 @@ class Localizer:
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        scores, idx = self.map.index.search(index_vectors(self.global_descriptor, gdesc[None]), cfg.num_retrieved)
+        dense_ok = self.method in REGRESSION_METHODS and self.global_descriptor.has_feature_maps
+        rerank = cfg.relpose_rerank if dense_ok else 0
+        k = max(cfg.num_retrieved, rerank)
+        scores, idx = self.map.index.search(index_vectors(self.global_descriptor, gdesc[None]), k)
         retrieved = [self.map.names[i] for i in idx[0] if i >= 0]
+        scores = scores[:, : len(retrieved)]
+        if rerank:
+            dense = self.global_descriptor.rerank_scores(
+                np.stack([self.map.global_descriptor(db) for db in retrieved]), gdesc)
+            order = np.argsort(-dense, kind="stable")[: cfg.num_retrieved]
+            retrieved, scores = [retrieved[i] for i in order], dense[None, order]
         timings["retrieve"] = time.perf_counter() - t
 
         result = QueryResult(

@@ -180,6 +180,23 @@ class RelPoseNet(nn.Module):
         local = feature_l2_norm(F.adaptive_avg_pool2d(local, self.config.correlation_grid))
         return torch.cat([pooled, local.flatten(1)], dim=1)
 
+    def feature_maps(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """The correlation head's feature maps stored in descriptors.
+
+        Args:
+            descriptors: ``(B, D)`` from :meth:`encode`.
+
+        Returns:
+            ``(B, C, rows, cols)`` unit-norm features (``correlation_grid``).
+
+        Raises:
+            ConfigError: the head is not ``correlation``.
+        """
+        if self.config.head != "correlation":
+            raise ConfigError(f"the {self.config.head!r} head stores no feature maps (only 'correlation' does)")
+        rows, cols = self.config.correlation_grid
+        return descriptors[:, self.global_dim :].reshape(len(descriptors), self.local_channels, rows, cols)
+
     def retrieval_descriptor(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder descriptor, L2-normalised, for dot-product retrieval.
 
@@ -209,9 +226,7 @@ class RelPoseNet(nn.Module):
                 f"expected two (B, D) descriptors, got {tuple(desc_db.shape)} and {tuple(desc_query.shape)}"
             )
         if self.config.head == "correlation":
-            rows, cols = self.config.correlation_grid
-            maps = [d[:, self.global_dim :].reshape(len(d), self.local_channels, rows, cols)
-                    for d in (desc_db, desc_query)]
+            maps = [self.feature_maps(d) for d in (desc_db, desc_query)]
             volume = feature_l2_norm(F.relu(feature_correlation(*maps)))
             pooled = [d[:, : self.global_dim] for d in (desc_db, desc_query)]
             hidden = self.trunk(torch.cat([self.correlation_net(volume).flatten(1), *pooled], dim=1))
@@ -230,6 +245,26 @@ class RelPoseNet(nn.Module):
             ``t (B, 3)`` and ``q (B, 4)``, as :meth:`regress`.
         """
         return self.regress(self.encode(img_db), self.encode(img_query))
+
+
+def mutual_matches(query: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+    """Number of mutual nearest neighbours between two feature maps, per pair.
+
+    A query location and a database location match when each is the other's most similar location (by
+    the dot product of the features).
+
+    Args:
+        query: ``(B, C, h, w)`` features.
+        db: ``(B, C, h', w')`` features.
+
+    Returns:
+        ``(B,)`` int64 counts in ``[0, min(h * w, h' * w')]``.
+    """
+    sim = torch.einsum("bcq,bcd->bqd", query.flatten(2), db.flatten(2))
+    best_db = sim.argmax(dim=2)  # (B, q)
+    best_query = sim.argmax(dim=1)  # (B, d)
+    back = best_query.gather(1, best_db)
+    return (back == torch.arange(sim.shape[1], device=sim.device)[None]).sum(dim=1)
 
 
 def _correlation_net(grid: tuple[int, int]) -> tuple[nn.Sequential, int]:

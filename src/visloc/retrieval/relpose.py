@@ -60,6 +60,11 @@ class RelPoseDescriptor:
         return model, int(preprocess.get("resize", 256)), int(preprocess.get("crop", 224))
 
     @property
+    def has_feature_maps(self) -> bool:
+        """Whether the descriptors carry the correlation head's feature maps (:meth:`rerank_scores`)."""
+        return self._loaded[0].config.head == "correlation"
+
+    @property
     def translation_frame(self) -> str:
         return self._loaded[0].config.translation_frame
 
@@ -84,6 +89,31 @@ class RelPoseDescriptor:
         """The pooled (retrieval) part ``(N, D')`` of raw ``(N, D)`` descriptors: all of it for the published
         heads; the correlation head appends its feature map, which is not searched."""
         return vectors[:, : self._loaded[0].global_dim]
+
+    def rerank_scores(self, db_descriptors: np.ndarray, query_descriptor: np.ndarray) -> np.ndarray:
+        """Dense agreement of a query with N database images (correlation head only).
+
+        Args:
+            db_descriptors: ``(N, D)`` raw database descriptors.
+            query_descriptor: ``(D,)`` raw query descriptor.
+
+        Returns:
+            ``(N,)`` float: per image, the number of mutual nearest neighbours between the query's and the
+            image's feature-map locations (by the correlation, :func:`~visloc.models.relpose.mutual_matches`).
+
+        Raises:
+            ConfigError: the model has no correlation head (its descriptor holds no feature map).
+        """
+        import torch
+
+        from ..models.relpose import mutual_matches
+
+        model = self._loaded[0]
+        db = torch.from_numpy(np.ascontiguousarray(db_descriptors, dtype=np.float32))
+        q = torch.from_numpy(np.ascontiguousarray(query_descriptor, dtype=np.float32))
+        with torch.inference_mode():
+            maps = model.feature_maps(torch.cat([q[None], db]))
+            return mutual_matches(maps[:1].expand(len(db), -1, -1, -1), maps[1:]).float().numpy()
 
     def regress(self, db_descriptors: np.ndarray, query_descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Relative poses of one query w.r.t. N database images.
