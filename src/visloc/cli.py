@@ -162,7 +162,7 @@ def localize(
         help="relpose/unified: 'original' (ray triangulation of Publication V), 'ransac' (rays, any N) or "
              "'metric' (regressed translations with their length).")] = "original",
     relpose_rerank: Annotated[int, typer.Option(
-        help="relpose/unified with a correlation-head model: retrieve this many images and keep the "
+        help="Maps of a correlation-head relpose model: retrieve this many images and keep the "
              "--num-retrieved with the most mutual nearest neighbours between the feature maps (0: off).")] = 30,
 ) -> None:
     """Localize query images against a map."""

@@ -156,5 +156,9 @@ def test_correlation_head_map_stores_its_feature_map_and_searches_the_pooled_par
     r = reranked.localize_image(read_image(frame.image_path), frame.camera, name)
     assert r.retrieved[0] == name and len(r.retrieved) == 3
     assert r.retrieval_scores == sorted(r.retrieval_scores, reverse=True)
+    # the re-ranking belongs to the map's descriptor: the geometric method on this map uses it too
+    pnp = Localizer(m, LocalizeConfig(method="pnp", num_retrieved=3, relpose_rerank=10))
+    r = pnp.localize_image(read_image(frame.image_path), frame.camera, name)
+    assert r.retrieved[0] == name and r.retrieval_scores[0] == dense.max()
     with pytest.raises(ConfigError, match="relpose_rerank"):
         LocalizeConfig(relpose_rerank=-1)

@@ -136,6 +136,27 @@ def test_weights_from_file_in_both_namings(tmp_path: Path, hub: Path) -> None:
         _assert_same_state(net, source.state_dict())
 
 
+def test_encoder_of_a_trained_visloc_model_initialises_a_backbone(tmp_path: Path, hub: Path) -> None:
+    from visloc.models import PoseNet, RelPoseNet
+
+    torch.manual_seed(5)
+    trained = RelPoseNet(RelPoseConfig(backbone=TINY, hidden=16))
+    path = save_model(tmp_path / "relpose.pt", trained, trained.config)
+    # fine-tuning: a correlation-head model whose encoder starts from the trained one
+    torch.manual_seed(6)
+    tuned = RelPoseNet(RelPoseConfig(backbone=BackboneConfig("tiny", weights=str(path)), head="correlation",
+                                     hidden=16, correlation_grid=(4, 4)))
+    _assert_same_state(tuned.encoder, trained.encoder.state_dict())
+    # a visloc model without an encoder is refused, naming the file
+    posenet = PoseNet(PoseNetConfig(backbone=TINY, hidden=8))
+    no_encoder = save_model(tmp_path / "posenet.pt", posenet, posenet.config)
+    state = torch.load(no_encoder, weights_only=True)
+    state["state_dict"] = {k.replace("encoder.", "trunk.", 1): v for k, v in state["state_dict"].items()}
+    torch.save(state, no_encoder)
+    with pytest.raises(InputError, match=r"posenet\.pt: visloc model has no 'encoder' weights"):
+        build_backbone(BackboneConfig("tiny", weights=str(no_encoder)))
+
+
 def test_file_errors_name_the_file(tmp_path: Path, hub: Path) -> None:
     missing = tmp_path / "nope.pt"
     with pytest.raises(InputError, match=r"nope\.pt: weights file not found") as info:

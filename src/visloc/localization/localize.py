@@ -79,7 +79,7 @@ class LocalizeConfig:
         :func:`~visloc.localization.fusion.fuse_metric`).
     relpose_rays: settings of the ``ransac`` relpose fusion.
     relpose_metric: settings of the ``metric`` relpose fusion.
-    relpose_rerank: ``relpose`` / ``unified`` with a correlation-head model: retrieve this many images,
+    relpose_rerank: maps built with a correlation-head relpose model (any method): retrieve this many images,
         re-rank them by the mutual nearest neighbours between the query's and each image's stored
         feature maps (a dense check of the shortlist, as the thesis re-ranks retrieval with dense
         matching) and keep the best ``num_retrieved``; 0 keeps the global-descriptor ranking. Models
@@ -207,7 +207,7 @@ class Localizer:
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        dense_ok = self.method in REGRESSION_METHODS and self.global_descriptor.has_feature_maps
+        dense_ok = self.map.config.global_descriptor == "relpose" and self.global_descriptor.has_feature_maps
         rerank = cfg.relpose_rerank if dense_ok else 0
         k = max(cfg.num_retrieved, rerank)
         scores, idx = self.map.index.search(index_vectors(self.global_descriptor, gdesc[None]), k)

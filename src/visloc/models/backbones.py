@@ -43,7 +43,8 @@ class BackboneConfig:
     """Attributes:
     name: a registered backbone: ``resnet34``, ``resnet18``, ``mobilenet_v2`` or ``tiny``.
     weights: ``"imagenet"`` (torchvision's, from the torch hub cache only), ``"none"`` (random
-        initialisation, needs ``allow_random_init``) or the path of a state-dict file.
+        initialisation, needs ``allow_random_init``) or the path of a state-dict file (or of a visloc
+        model whose encoder has this architecture, e.g. a trained relpose ``model.pt``: fine-tuning).
     allow_random_init: permit random initialisation: with ``weights="none"``, or as the fallback
         (with a warning) when the ImageNet weights are not in the cache.
     """
@@ -169,7 +170,7 @@ class Backbone(nn.Module):
         self.initialised_from = f"file:{path}"
 
     def _load_file(self, path: Path) -> None:
-        state = load_state_dict_file(path)
+        state = load_state_dict_file(path, submodule="encoder")
         if state and all(k.startswith("body.") for k in state):  # saved from a visloc Backbone
             state = {k[len("body.") :]: v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith(self.ignored_prefixes)}

@@ -113,10 +113,23 @@ def _torch_load(path: Path, what: str) -> Any:
         raise InputError(path, f"{what} is not a readable torch file ({type(e).__name__}: {e})") from None
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict (a mapping of names to tensors) with ``weights_only=True`` on the CPU."""
+def load_state_dict_file(path: str | Path, submodule: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict (a mapping of names to tensors) with ``weights_only=True`` on the CPU.
+
+    Args:
+        path: a state-dict file, or a visloc model written by :func:`save_model`.
+        submodule: with a visloc model, keep only the weights under this prefix (e.g. ``"encoder"``), with
+            the prefix removed: a trained network's encoder initialises another network's backbone.
+    """
     path = Path(path).expanduser()
     state = _torch_load(path, "weights file")
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping) and "config" in state:
+        state = state["state_dict"]  # a visloc model file
+        if submodule is not None:
+            prefix = submodule + "."
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise InputError(path, f"visloc model has no {submodule!r} weights")
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

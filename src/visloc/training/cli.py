@@ -37,7 +37,8 @@ Out = Annotated[Path, typer.Option(help="Output folder: checkpoints last.pt/best
 Backbone = Annotated[str, typer.Option(help="Encoder: resnet34 (Pub V), resnet18, mobilenet_v2 or tiny (CPU-sized).")]
 Weights = Annotated[str, typer.Option(
     help="Encoder initialisation: 'imagenet' (torch hub cache only, never downloaded), 'none' (random; "
-         "needs --allow-random-init) or the path of a state-dict file.")]
+         "needs --allow-random-init), the path of a state-dict file, or a visloc model.pt whose encoder "
+         "starts this one (fine-tuning).")]
 AllowRandom = Annotated[bool, typer.Option(
     help="Permit random initialisation (with --weights none, or as a fallback when ImageNet weights are "
          "not in the cache).")]
