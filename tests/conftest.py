@@ -3,8 +3,10 @@ need one skip with the reason when it is absent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from visloc.datasets.synthetic import WorldConfig, make_world
@@ -73,3 +75,28 @@ def tiny_map(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("map") / "map"
     build_map(tiny_world, out, TINY_MAP, split="train")
     return out
+
+
+def make_pf_willow(root: Path, classes: tuple[str, ...], per_class: int = 3, seed: int = 0,
+                   base_hw: tuple[int, int] = (24, 30), step_hw: tuple[int, int] = (1, 2)) -> Path:
+    """A PF-WILLOW-layout folder: random PNGs (image ``i`` is ``base_hw + i * step_hw`` pixels), 10
+    keypoints each in 1-based ``.mat`` files."""
+    import scipy.io
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        folder = root / c
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = base_hw[0] + step_hw[0] * i, base_hw[1] + step_hw[1] * i
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+            pts = np.stack([rng.uniform(1, w, 10), rng.uniform(1, h, 10)])
+            scipy.io.savemat(folder / f"im{i}.mat", {"pts_coord": pts})
+    return root
+
+
+@pytest.fixture(scope="session")
+def pf_willow_factory() -> Callable[..., Path]:
+    """:func:`make_pf_willow`, for the semantic-matching tests."""
+    return make_pf_willow

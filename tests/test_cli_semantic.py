@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import typer.main
-from PIL import Image
 from typer.testing import CliRunner
 
 from visloc.cli import app
@@ -20,23 +18,10 @@ from visloc.models.weights import load_model
 runner = CliRunner()
 
 
-def make_willow(root: Path, classes=("bird(A)", "cup(B)", "cup(C)"), per_class: int = 3, seed: int = 1) -> Path:
-    """A PF-WILLOW-layout folder: small random PNGs, 10 keypoints each (1-based .mat)."""
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        folder = root / c
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = 24 + i, 30 + 2 * i
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
-            pts = np.stack([rng.uniform(1, w, 10), rng.uniform(1, h, 10)])
-            scipy.io.savemat(folder / f"im{i}.mat", {"pts_coord": pts})
-    return root
-
-
 @pytest.fixture(scope="module")
-def willow(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_willow(tmp_path_factory.mktemp("cli_willow") / "willow")
+def willow(tmp_path_factory: pytest.TempPathFactory, pf_willow_factory) -> Path:
+    return pf_willow_factory(tmp_path_factory.mktemp("cli_willow") / "willow", ("bird(A)", "cup(B)", "cup(C)"),
+                             seed=1)
 
 
 def invoke(*args: str):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 from PIL import Image
 
@@ -53,23 +52,10 @@ SIZE = 64
 MODEL = tiny_matcher_config("affine", SIZE)  # 4x4 features, one 3x3 regressor convolution
 
 
-def make_willow(root: Path, classes=("bird(A)", "cup(B)"), per_class: int = 3, seed: int = 0) -> Path:
-    """A PF-WILLOW-layout folder: small random PNGs of different sizes, 10 keypoints each (1-based .mat)."""
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        folder = root / c
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = 24 + 2 * i, 32 + 3 * i
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
-            pts = np.stack([rng.uniform(1, w, 10), rng.uniform(1, h, 10)])
-            scipy.io.savemat(folder / f"im{i}.mat", {"pts_coord": pts})
-    return root
-
-
 @pytest.fixture(scope="module")
-def willow(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_willow(tmp_path_factory.mktemp("willow") / "willow")
+def willow(tmp_path_factory: pytest.TempPathFactory, pf_willow_factory) -> Path:
+    return pf_willow_factory(tmp_path_factory.mktemp("willow") / "willow", ("bird(A)", "cup(B)"),
+                             base_hw=(24, 32), step_hw=(2, 3))
 
 
 def photos(root: Path) -> tuple[str, ...]:
