@@ -26,7 +26,7 @@ from visloc.datasets.synthetic import WorldConfig, make_world
 from visloc.evaluation.localization import DEFAULT_THRESHOLDS, evaluate_localization
 from visloc.io.atomic import write_json, write_text
 from visloc.io.images import read_image
-from visloc.localization import LocalizeConfig, Localizer, Map, build_map
+from visloc.localization import LocalizeConfig, Localizer, Map, RetrievalConfig, build_map
 from visloc.runtime import tune_malloc
 from visloc.settings import data_dir
 
@@ -58,7 +58,7 @@ def bench(name: str, map_dir: Path, queries, methods: list[str], num_retrieved: 
     rows = []
     for method in methods:
         load_before = os.getloadavg()[0]
-        config = LocalizeConfig(method=method, num_retrieved=num_retrieved)
+        config = LocalizeConfig(method=method, retrieval=RetrievalConfig(num_retrieved=num_retrieved))
         estimates, stages, totals = run_queries(map_dir, queries, config)
         load_after = os.getloadavg()[0]
         scenes = {f.name: f.scene for f in queries.frames}
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/visloc_bench"), help="Scratch folder.")
     parser.add_argument("--only", choices=["world", "tum"], default=None)
     parser.add_argument("--methods", nargs="+", default=["pnp", "essential"])
-    parser.add_argument("--num-retrieved", type=int, default=LocalizeConfig().num_retrieved)
+    parser.add_argument("--num-retrieved", type=int, default=RetrievalConfig().num_retrieved)
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/results.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -39,7 +39,7 @@ from visloc.datasets.synthetic import QueryDegradation, WorldConfig, make_world
 from visloc.evaluation.localization import evaluate_localization
 from visloc.io.atomic import write_json, write_text
 from visloc.io.images import read_image
-from visloc.localization import LocalizeConfig, Localizer, Map, MapConfig, build_map
+from visloc.localization import LocalizeConfig, Localizer, Map, MapConfig, build_map, estimator_config
 from visloc.retrieval.relpose import DEFAULT_MODEL
 from visloc.runtime import tune_malloc
 from visloc.settings import data_dir, shipped_model
@@ -133,9 +133,9 @@ def posenet_runs(world: Path, work: Path, scenes: list[str], epochs: int) -> dic
 def posenet_estimates(model_path: Path, frames) -> dict:
     import torch
 
+    from visloc.models.checkpoint import load_model, read_checkpoint
     from visloc.models.posenet import posenet_output_to_pose
-    from visloc.models.weights import load_model, read_checkpoint
-    from visloc.training.data import eval_batch
+    from visloc.models.preprocess import eval_batch
 
     model = load_model(model_path)
     pre = read_checkpoint(model_path)["metrics"]["preprocess"]
@@ -159,7 +159,8 @@ def query_images(frames, degradation: QueryDegradation | None = None) -> dict[st
 def localize(map_dir: Path, frames, method: str, images: dict[str, np.ndarray],
              fusion: str = "original") -> tuple[dict, dict, float]:
     """Estimates, the top-1 retrieved database pose of each query, and seconds per query."""
-    localizer = Localizer(Map(map_dir), LocalizeConfig(method=method, relpose_fusion=fusion))
+    options = {"relpose": {"fusion": fusion}, "unified": {"relpose.fusion": fusion}}.get(method, {})
+    localizer = Localizer(Map(map_dir), LocalizeConfig(method, estimator_config(method, options)))
     estimates, top1, seconds = {}, {}, []
     for f in frames:
         image = images[f.name]
@@ -298,7 +299,8 @@ def main() -> None:
             "tum": None if tum_stats is None else tum_stats.to_json(),
             "posenet": {s: {k: str(v) for k, v in r.items()} for s, r in runs.items()},
             "model": str(model), "model_metrics": model_metrics, "seconds_per_query": seconds,
-            "posenet_epochs": args.posenet_epochs, "config": dataclasses.asdict(LocalizeConfig()),
+            "posenet_epochs": args.posenet_epochs,
+            "config": {m: dataclasses.asdict(estimator_config(m)) for m in ("relpose", "unified")},
         })
 
 

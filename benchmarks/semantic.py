@@ -3,7 +3,7 @@
 Protocol:
 
 * **one synthetic pretraining** shared by every fold (CNNGeometric's random warps of photographs: by default
-  the scikit-image photographs of :class:`~visloc.training.semantic_data.SyntheticWarpPairs`; it never sees a
+  the scikit-image photographs of :class:`~visloc.semantic.data.SyntheticWarpPairs`; it never sees a
   PF-WILLOW image), the ``tiny`` backbone trained from scratch (no ImageNet weights on this machine);
 * **class-disjoint folds**: the 10 PF-WILLOW classes (sorted) in consecutive groups of ``--fold-size`` (5
   folds of 2); for each fold, three weak fine-tunings of the pretrained model on the weak pairs
@@ -23,6 +23,7 @@ Protocol:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -35,11 +36,14 @@ import numpy as np
 
 from visloc.datasets.semantic import SemanticPair, pf_willow_pairs, read_pf_willow
 from visloc.evaluation.semantic import PCKResults
-from visloc.evaluation.semantic_model import evaluate_matcher, load_matcher, predict_warps
+from visloc.evaluation.semantic_model import evaluate_matcher
 from visloc.geometry.warps import Warp
 from visloc.io.atomic import write_json, write_text
+from visloc.semantic.models import tiny_matcher_config
+from visloc.semantic.predict import load_matcher, predict_warps
 from visloc.settings import data_dir
-from visloc.training.semantic import LOSS_PRESETS, TrainSemanticConfig, tiny_matcher_config, train_semantic
+from visloc.training.loop import LoopConfig
+from visloc.training.semantic import LOSS_PRESETS, TrainSemanticConfig, train_semantic
 
 REPO = Path(__file__).resolve().parents[1]
 ALPHA = 0.1
@@ -155,13 +159,14 @@ def main() -> None:
     folds = folds_of(classes, args.fold_size) if args.split == "class" else category_folds(classes)
     pairs = pf_willow_pairs(images)
     model = tiny_matcher_config(args.transform, args.image_size)
-    common = {"device": "cpu", "progress": False, "num_workers": 0, "seed": args.seed}
+    loop = LoopConfig(device="cpu", progress=False, num_workers=0, seed=args.seed)
 
     # --- one synthetic pretraining -------------------------------------------------------------------------
     pre_config = TrainSemanticConfig(
         stage="pretrain", model=model, synthetic_length=args.pretrain_length, synthetic_val_length=256,
-        batch_size=args.batch_size, epochs=args.pretrain_epochs, lr=args.pretrain_lr,
-        milestones=(max(1, round(0.8 * args.pretrain_epochs)),) if args.pretrain_epochs > 1 else (), **common)
+        loop=dataclasses.replace(
+            loop, batch_size=args.batch_size, epochs=args.pretrain_epochs, lr=args.pretrain_lr,
+            milestones=(max(1, round(0.8 * args.pretrain_epochs)),) if args.pretrain_epochs > 1 else ()))
     pre_dir = args.work / "pretrain"
     pre_metrics = run_once(pre_dir, pre_config)
     pre_model = pre_dir / "model.pt"
@@ -180,8 +185,9 @@ def main() -> None:
             config = TrainSemanticConfig(
                 stage="weak", model=model, init_from=str(pre_model), loss=LOSS_PRESETS[preset], data_root=str(root),
                 classes=train_classes, max_per_category=args.max_per_category, pairs_seed=args.seed,
-                val_fraction=0.1, batch_size=args.finetune_batch_size, epochs=args.finetune_epochs,
-                lr=lr or args.finetune_lr, cache_images=True, **common)
+                val_fraction=0.1, cache_images=True,
+                loop=dataclasses.replace(loop, batch_size=args.finetune_batch_size, epochs=args.finetune_epochs,
+                                         lr=lr or args.finetune_lr))
             out = args.work / f"{'' if args.split == 'class' else 'category_'}fold{f}" / (preset if lr is None else f"{preset}_lr{lr:g}")
             metrics = run_once(out, config)
             all_runs.append(metrics)
@@ -245,7 +251,7 @@ def main() -> None:
         f"regressor kernels {list(model.regressor.kernel_sizes)} channels {list(model.regressor.channels)}, "
         f"{pre_metrics['parameters']} parameters. Pretraining: {args.pretrain_epochs} epochs x "
         f"{args.pretrain_length} synthetic pairs, batch {args.batch_size}, Adam lr {args.pretrain_lr:g} (x0.1 "
-        f"after {pre_config.milestones or 'never'}). Fine-tuning: {args.finetune_epochs} epochs of the fold's "
+        f"after {pre_config.loop.milestones or 'never'}). Fine-tuning: {args.finetune_epochs} epochs of the fold's "
         f"weak pairs (10 % held out for validation by the weak loss; model.pt = best validation epoch), batch "
         f"{args.finetune_batch_size} real pairs (each predicted in both directions; Pub I adds as many synthetic "
         f"pairs), Adam lr {args.finetune_lr:g}; loss weights 1 for every term.", "",

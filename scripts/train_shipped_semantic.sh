@@ -42,7 +42,8 @@ def stage(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     settings = ("loss", "synthetic_length", "batch_size", "epochs", "lr", "milestones", "seed", "val_fraction",
                 "max_per_category", "pairs_seed")
-    return {"stage": m["stage"], "settings": {k: m["config"][k] for k in settings}, "pairs": m["pairs"],
+    config = {**m["config"], **m["config"]["loop"]}  # the loop settings are nested under "loop"
+    return {"stage": m["stage"], "settings": {k: config[k] for k in settings}, "pairs": m["pairs"],
             "epochs": len(m["epochs"]), "best_epoch": m["best_epoch"], "best_val_loss": m["best_loss"],
             "train_seconds": round(m["train_seconds"], 1),
             "per_epoch": [{k: e[k] for k in ("epoch", "train_loss", "val_loss")} for e in m["epochs"]]}

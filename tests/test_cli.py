@@ -47,6 +47,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
 def test_models_lists_registered_components() -> None:
     out = _ok(["models"])
     assert "sift" in out and "aliked" in out and "vlad" in out and "nn" in out
+    assert "pose estimator: essential, pnp, relpose, unified" in out
 
 
 def test_demo_writes_results_and_report(tiny_world_config, tiny_map_config, tmp_path: Path) -> None:
@@ -96,3 +97,31 @@ def test_demo_with_the_shipped_relpose_model(tiny_world_config, tiny_map_config,
     assert results["overall"]["median_t_m"] < 5.0  # somewhere in the right room, not elsewhere
     assert (tmp_path / "demo" / "map_relpose" / "map.json").is_file()
     assert "topview_kitchen.png" in outputs.report.read_text()
+
+
+def test_retrieve_match_localize_as_separate_steps(tiny_world: Path, tiny_map: Path, tmp_path: Path) -> None:
+    pairs, feats, matches = tmp_path / "pairs.txt", tmp_path / "features.h5", tmp_path / "matches.h5"
+    out = _ok(["retrieve", str(tiny_map), str(tiny_world), "--out", str(pairs), "--num", "5"])
+    assert f"-> {pairs}" in out and (tmp_path / "pairs.txt.scores.json").is_file()
+    out = _ok(["match", str(pairs), "--map", str(tiny_map), "--queries", str(tiny_world), "--features", str(feats),
+               "--matches", str(matches)])
+    assert "matched" in out and feats.is_file() and matches.is_file()
+    _ok(["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "plain.txt")])
+    _ok(["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "staged.txt"), "--pairs", str(pairs)])
+    assert (tmp_path / "staged.txt").read_text() == (tmp_path / "plain.txt").read_text()
+    _ok(["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "fed.txt"), "--method", "essential",
+         "--pairs", str(pairs), "--features", str(feats), "--matches", str(matches)])
+    _ok(["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "ess.txt"), "--method", "essential",
+         "--pairs", str(pairs)])
+    assert (tmp_path / "fed.txt").read_text() == (tmp_path / "ess.txt").read_text()
+    # the report's figures read those files
+    log = json.loads((tmp_path / "fed.txt.log.json").read_text())
+    assert log["inputs"]["matches"] == str(matches) and log["config"]["estimator"]["min_inliers"] == 12
+
+
+def test_match_two_images_with_a_plot(tiny_world: Path, tmp_path: Path) -> None:
+    images = sorted((tiny_world / "kitchen" / "seq-01").glob("*.color.png"))[:2]
+    out = _ok(["match", str(images[0]), str(images[1]), "--plot", str(tmp_path / "m.png")])
+    assert "matches" in out and (tmp_path / "m.png").stat().st_size > 1000
+    result = runner.invoke(app, ["match", str(images[0])])
+    assert result.exit_code == 2 and "visloc match PAIRS" in result.output

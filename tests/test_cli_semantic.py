@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from visloc.cli import app
 from visloc.datasets.semantic import pf_willow_pairs, read_pairs_csv, read_pf_willow, write_pairs_csv
+from visloc.models.checkpoint import load_model
 from visloc.models.cnngeometric import TwoStageMatcher
-from visloc.models.weights import load_model
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from visloc.models.checkpoint import load_model, read_checkpoint
 from visloc.models.relpose import RelPoseNet
-from visloc.models.weights import load_model, read_checkpoint
 from visloc.retrieval.relpose import DEFAULT_MODEL
 from visloc.settings import shipped_model
 

@@ -9,6 +9,8 @@ The package is organised by pipeline stage (see ``DESIGN.md``):
 * :mod:`visloc.features`, :mod:`visloc.matching`, :mod:`visloc.retrieval` -- local features, matching,
   global descriptors and search.
 * :mod:`visloc.localization` -- map building and query localization.
+* :mod:`visloc.models` -- the neural networks; :mod:`visloc.semantic` -- semantic matching (matchers, data,
+  predictions); :mod:`visloc.training` -- their training.
 * :mod:`visloc.evaluation`, :mod:`visloc.viz` -- metrics and reports.
 """
 

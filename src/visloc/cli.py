@@ -72,6 +72,16 @@ def _dataset_options(camera: str | None, poses: Path | None, fmt: str) -> dict:
     return options
 
 
+def _estimator(method: str, relpose_fusion: str):
+    """The estimator config of ``method`` with the command line's relpose fusion (``None`` for ``auto``)."""
+    from .localization import estimator_config
+
+    if method == "auto":
+        return None
+    key = {"relpose": "fusion", "unified": "relpose.fusion"}.get(method)
+    return estimator_config(method, {key: relpose_fusion} if key else {})
+
+
 # --- demo ---------------------------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -84,6 +94,9 @@ def demo(
     scenes: Annotated[int, typer.Option(help="Number of scenes in the embedded world.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the embedded world.")] = 0,
     quick: Annotated[bool, typer.Option(help="A smaller world (2 scenes, fewer frames) for a fast check.")] = False,
+    relpose_fusion: Annotated[str, typer.Option(
+        help="relpose/unified: 'metric' (the best measured) or Publication V's 'original' ray fusion, or 'ransac'.")]
+    = "metric",
 ) -> None:
     """Make the embedded world, map it, localize its test traversal, evaluate and write a report."""
     from .datasets.synthetic import WorldConfig
@@ -94,7 +107,7 @@ def demo(
     if quick:
         world = WorldConfig(num_scenes=min(scenes, 2), seed=seed, train_traversals=2,
                             frames_per_train_traversal=15, frames_per_test_traversal=8)
-    outputs = run_demo(out, world, localize_config=LocalizeConfig(method=method))
+    outputs = run_demo(out, world, localize_config=LocalizeConfig(method, _estimator(method, relpose_fusion)))
     typer.echo(outputs.results.format_table())
     typer.echo(f"\nresults: {out / 'results.json'}\nreport:  {outputs.report}")
     typer.echo("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outputs.seconds.items()))
@@ -118,14 +131,17 @@ def world_make(
 # --- map ----------------------------------------------------------------------------------------------
 @map_app.command("build")
 def map_build(
-    dataset: Annotated[Path, typer.Argument(help="Data set folder: 7-Scenes/University layout, TUM RGB-D, or images.")],
+    dataset: Annotated[Path, typer.Argument(
+        help="Data set folder: 7-Scenes/University layout, TUM RGB-D, or images (searched recursively; names are "
+             "paths relative to it).")],
     out: Annotated[Path, typer.Option(help="Map folder to create (a rerun resumes).")],
     split: Annotated[str | None, typer.Option(help="Frames that form the map: train, test, all, even, odd.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
     camera: Annotated[str | None, typer.Option(help="Intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
     poses: Annotated[Path | None, typer.Option(help="hloc pose file (image folders only).")] = None,
     extractor: Annotated[str, typer.Option(help="Local features: sift or aliked.")] = "sift",
-    points: Annotated[str, typer.Option(help="3D points: auto, depth, triangulate or none.")] = "auto",
+    points: Annotated[str, typer.Option(
+        help="3D points: auto, depth, triangulate or none (images without poses: a retrieval-only map).")] = "auto",
     extractor_option: Annotated[list[str] | None, typer.Option("--extractor-set", help="Extractor option key=value.")] = None,
     global_descriptor: Annotated[str, typer.Option(
         help="Global descriptor for retrieval: vlad (no weights) or relpose (the relative-pose encoder; "
@@ -145,33 +161,113 @@ def map_build(
         typer.echo(f"  skipped {s}")
 
 
-# --- localize -----------------------------------------------------------------------------------------
+# --- retrieve / match / localize ----------------------------------------------------------------------
+Split = Annotated[str, typer.Option(help="Which frames of a data set folder are queries (folders: all).")]
+Format = Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")]
+QueryCamera = Annotated[str | None, typer.Option(
+    help="Query intrinsics: 'MODEL W H params...' or a query-list file (default for a folder: f = 1.2 max(W, H)).")]
+NumRetrieved = Annotated[int, typer.Option(help="Database images retrieved per query.")]
+Rerank = Annotated[int, typer.Option(
+    help="Maps of a correlation-head relpose model: retrieve this many images and keep the "
+         "--num-retrieved with the most mutual nearest neighbours between the feature maps (0: off).")]
+
+
+@app.command()
+def retrieve(
+    map_dir: Annotated[Path, typer.Argument(help="Map folder made by `visloc map build` (retrieval-only maps too).")],
+    queries: Annotated[Path, typer.Argument(help="Query data set folder or folder of images.")],
+    out: Annotated[Path, typer.Option(help="Pairs file to write (hloc: 'query db' per line, ranked); scores go "
+                                           "to OUT.scores.json.")],
+    num: Annotated[int, typer.Option("--num", help="Database images per query.")] = 5,
+    split: Split = "test",
+    fmt: Format = "auto",
+    camera: QueryCamera = None,
+    rerank: Rerank = 30,
+    exclude_self: Annotated[bool, typer.Option(
+        help="Skip database images with the query's own name (searching a map with its own images).")] = False,
+) -> None:
+    """Retrieve the most similar database images of every query (global descriptors + FAISS)."""
+    from .localization import RetrievalConfig
+    from .localization import retrieve as run
+
+    summary = run(map_dir, queries, out, RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self),
+                  split=split, **_dataset_options(camera, None, fmt))
+    typer.echo(f"{summary.num_pairs} pairs of {summary.num_queries} queries -> {out}")
+    for s in summary.skipped:
+        typer.echo(f"  skipped {s}")
+
+
+@app.command()
+def match(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="A pairs file (with --map, --features and --matches), or two images (with --plot).")],
+    map_dir: Annotated[Path | None, typer.Option("--map", help="Map folder whose images the pairs name.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="Folder of the pairs' images that are not in the map.")] = None,
+    features: Annotated[Path | None, typer.Option(
+        help="features.h5 of the non-map images (hloc layout): read where it has them, extended otherwise.")] = None,
+    matches: Annotated[Path | None, typer.Option(
+        help="matches.h5 to write (hloc layout: matches0 + matching_scores0); pairs already in it are skipped.")] = None,
+    split: Split = "test",
+    fmt: Format = "auto",
+    camera: QueryCamera = None,
+    plot: Annotated[Path | None, typer.Option(help="Two images: PNG of their matches.")] = None,
+    extractor: Annotated[str, typer.Option(help="Two images: local features (sift or aliked).")] = "sift",
+) -> None:
+    """Match local features: every pair of a pairs file against a map, or two images."""
+    if len(inputs) == 2 and plot is not None:
+        from .features import extractors
+        from .io.images import read_image
+        from .localization.match import match_images
+        from .matching import matchers
+        from .viz import plot_matches
+
+        images = [read_image(p) for p in inputs]
+        f0, f1, m, _ = match_images(images[0], images[1], extractors.create(extractor), matchers.create("nn"))
+        path = plot_matches(images[0], images[1], f0.keypoints[m[:, 0]], f1.keypoints[m[:, 1]], None, plot,
+                            f"{inputs[0].name} - {inputs[1].name}: {len(m)} mutual nearest neighbours")
+        typer.echo(f"{len(f0)} and {len(f1)} keypoints, {len(m)} matches -> {path}")
+        return
+    if len(inputs) != 1 or map_dir is None or features is None or matches is None:
+        raise typer.BadParameter("expected `visloc match PAIRS --map MAP --features F.h5 --matches M.h5` or "
+                                 "`visloc match IMAGE0 IMAGE1 --plot OUT.png`")
+    from .localization import match_pairs
+
+    summary = match_pairs(map_dir, inputs[0], queries, features, matches, split=split,
+                          **_dataset_options(camera, None, fmt))
+    typer.echo(f"matched {summary.num_matched} new of {summary.num_pairs} pairs -> {matches} (features: {features})")
+    for s in summary.skipped:
+        typer.echo(f"  skipped {s}")
+
+
 @app.command()
 def localize(
     map_dir: Annotated[Path, typer.Argument(help="Map folder made by `visloc map build`.")],
     queries: Annotated[Path, typer.Argument(help="Query data set folder or folder of images.")],
     out: Annotated[Path, typer.Option(help="Pose file to write (hloc format); details go to OUT.log.json.")],
     method: Annotated[str, typer.Option(
-        help="auto, pnp, essential, relpose or unified (the last two need a map built with "
-             "--global-descriptor relpose).")] = "auto",
-    split: Annotated[str, typer.Option(help="Which frames of a data set folder are queries.")] = "test",
-    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
-    camera: Annotated[str | None, typer.Option(help="Query intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
-    num_retrieved: Annotated[int, typer.Option(help="Database images retrieved per query.")] = 5,
+        help="auto (pnp with 3D points, else essential), pnp, essential, relpose or unified (the last two need "
+             "a map built with --global-descriptor relpose).")] = "auto",
+    split: Split = "test",
+    fmt: Format = "auto",
+    camera: QueryCamera = None,
+    num_retrieved: NumRetrieved = 5,
     relpose_fusion: Annotated[str, typer.Option(
-        help="relpose/unified: 'original' (ray triangulation of Publication V), 'ransac' (rays, any N) or "
-             "'metric' (regressed translations with their length).")] = "original",
-    relpose_rerank: Annotated[int, typer.Option(
-        help="Maps of a correlation-head relpose model: retrieve this many images and keep the "
-             "--num-retrieved with the most mutual nearest neighbours between the feature maps (0: off).")] = 30,
+        help="relpose/unified: 'metric' (regressed translations with their length; the best measured), "
+             "'original' (ray triangulation of Publication V) or 'ransac' (rays, any N).")] = "metric",
+    relpose_rerank: Rerank = 30,
+    pairs: Annotated[Path | None, typer.Option(
+        help="Ranked pairs file (`visloc retrieve`, hloc) to use instead of retrieval.")] = None,
+    features: Annotated[Path | None, typer.Option(help="Query features.h5 (hloc layout) to use instead of extracting.")] = None,
+    matches: Annotated[Path | None, typer.Option(
+        help="matches.h5 of the --pairs (hloc layout; needs --features) to use instead of matching.")] = None,
 ) -> None:
-    """Localize query images against a map."""
-    from .localization import LocalizeConfig
+    """Localize query images against a map: retrieve -> match -> estimate, each stage optionally from files."""
+    from .localization import LocalizeConfig, RetrievalConfig
     from .localization import localize as run
 
-    config = LocalizeConfig(method=method, num_retrieved=num_retrieved, relpose_fusion=relpose_fusion,
-                            relpose_rerank=relpose_rerank)
-    summary = run(map_dir, queries, out, config, split=split,
+    config = LocalizeConfig(method=method, estimator=_estimator(method, relpose_fusion),
+                            retrieval=RetrievalConfig(num_retrieved=num_retrieved, rerank=relpose_rerank))
+    summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
     for s in summary.skipped:
@@ -244,8 +340,10 @@ def evaluate_semantic(
     """PCK@alpha of a semantic matcher on keypoint-annotated pairs (target keypoints mapped into the source)."""
     from .datasets.semantic import pf_willow_pairs, read_pairs_csv, read_pf_willow
     from .evaluation.semantic import DEFAULT_ALPHAS
-    from .evaluation.semantic_model import evaluate_matcher, load_matcher, write_alignment_figures
+    from .evaluation.semantic_model import evaluate_matcher
+    from .semantic.predict import load_matcher
     from .training.loop import resolve_device
+    from .viz.semantic import write_alignment_figures
 
     images = read_pf_willow(data)
     pair_list = read_pairs_csv(pairs, data, images) if pairs else pf_willow_pairs(images)
@@ -312,12 +410,13 @@ def semantic_weak_pairs(
 # --- models -------------------------------------------------------------------------------------------
 @app.command()
 def models() -> None:
-    """List the registered components (local features, matchers, global descriptors)."""
+    """List the registered components (local features, matchers, global descriptors, pose estimators)."""
     from .features import extractors
+    from .localization import estimators
     from .matching import matchers
     from .retrieval import global_descriptors
 
-    for reg in (extractors, matchers, global_descriptors):
+    for reg in (extractors, matchers, global_descriptors, estimators):
         typer.echo(f"{reg.kind}: {', '.join(reg.names())}")
 
 

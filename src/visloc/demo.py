@@ -16,8 +16,9 @@ from .datasets import load_frames
 from .datasets.synthetic import WorldConfig, make_world
 from .evaluation.localization import LocalizationResults, evaluate_localization
 from .io.atomic import write_json
-from .localization import LocalizeConfig, Localizer, Map, MapConfig, build_map, localize
-from .localization.localize import REGRESSION_METHODS
+from .localization import LocalizeConfig, Map, MapConfig, build_map, localize
+from .localization.estimators import REGRESSION_METHODS
+from .localization.localize import output_paths
 from .viz import write_report
 from .viz.localization import pick_examples, query_figures, topview_figures
 
@@ -63,7 +64,8 @@ def run_demo(
 
     t = time.perf_counter()
     queries = load_frames(world_root, split="test")
-    summary = localize(map_dir, queries, out / f"poses_{localize_config.method}.txt", localize_config)
+    poses_path = out / f"poses_{localize_config.method}.txt"
+    summary = localize(map_dir, queries, poses_path, localize_config)
     seconds["localize"] = time.perf_counter() - t
 
     estimates = {r.name: r.pose for r in summary.results if r.pose is not None}
@@ -78,10 +80,10 @@ def run_demo(
     fig_dir = out / "figures"
     the_map = Map(map_dir)
     figures = topview_figures(fig_dir, queries.poses(), estimates, the_map.poses, the_map.scenes)
-    localizer = Localizer(the_map, localize_config)
     frames = queries.by_name()
+    written = output_paths(poses_path)
     for r in pick_examples(summary.results):
-        figures += query_figures(fig_dir, localizer, frames[r.name], r)
+        figures += query_figures(fig_dir, the_map, frames[r.name], r, written["features"], written["matches"])
     seconds["total"] = sum(seconds.values())
     timings = {
         stage: sum(r.timings.get(stage, 0.0) for r in summary.results) / max(1, len(summary.results))

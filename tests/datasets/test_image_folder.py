@@ -81,11 +81,14 @@ def test_malformed_query_list_names_file_and_line(tmp_path: Path) -> None:
     assert err.value.path == qlist
 
 
-def test_intrinsics_are_required(tmp_path: Path) -> None:
+def test_without_intrinsics_each_image_gets_the_default_camera_of_its_size(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "imgs")
-    with pytest.raises(InputError, match="intrinsics") as err:
-        read_image_folder(root)
-    assert err.value.path == root
+    fs = read_image_folder(root)
+    assert fs.frames and not fs.skipped
+    for frame in fs.frames:
+        w, h = Image.open(frame.image_path).size
+        # hand-computed: f = 1.2 * longer side, principal point at the centre of the pixel grid
+        assert frame.camera == Camera("SIMPLE_PINHOLE", w, h, (1.2 * max(w, h), (w - 1) / 2, (h - 1) / 2))
     with pytest.raises(InvalidCameraError):
         read_image_folder(root, camera="PINHOLE 64 48 50")
 

@@ -40,8 +40,7 @@ def test_image_folder_with_options(tmp_path: Path) -> None:
     assert detect_format(tmp_path) == "folder"
     fs = load_frames(tmp_path, camera="PINHOLE 8 6 10 10 3.5 2.5")
     assert fs.names == ["sub/x.png"] and fs.frames[0].camera == Camera("PINHOLE", 8, 6, (10, 10, 3.5, 2.5))
-    with pytest.raises(InputError, match="intrinsics"):
-        load_frames(tmp_path)
+    assert load_frames(tmp_path).frames[0].camera == Camera("SIMPLE_PINHOLE", 8, 6, (9.6, 3.5, 2.5))
 
 
 def test_explicit_format_overrides_detection(stairs_root: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -151,6 +153,50 @@ def test_pose_arrays_are_read_only() -> None:
     pose = Pose(RZ90, np.zeros(3))
     with pytest.raises(ValueError):
         pose.t[0] = 1.0
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def test_to_json_layout_of_a_hand_made_pose() -> None:
+    # 90 degrees about z: q = (cos 45, 0, 0, sin 45), w first; t as given
+    d = Pose(RZ90, np.array([1.0, -2.0, 0.5])).to_json()
+    assert list(d) == ["qvec", "tvec"]
+    assert all(type(x) is float for x in d["qvec"] + d["tvec"])
+    np.testing.assert_allclose(d["qvec"], [S45, 0.0, 0.0, S45], atol=1e-15)
+    assert d["tvec"] == [1.0, -2.0, 0.5]
+    assert Pose.identity().to_json() == {"qvec": [1.0, 0.0, 0.0, 0.0], "tvec": [0.0, 0.0, 0.0]}
+
+
+def test_json_round_trip_through_text() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        pose = _random_pose(rng)
+        back = Pose.from_json(json.loads(json.dumps(pose.to_json())))
+        np.testing.assert_allclose(back.R, pose.R, atol=1e-12)
+        np.testing.assert_array_equal(back.t, pose.t)
+        np.testing.assert_allclose(back.qvec, pose.qvec, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("d", "match"),
+    [
+        pytest.param([[1, 0, 0, 0], [0, 0, 0]], "object", id="not-a-mapping"),
+        pytest.param({"qvec": [1, 0, 0, 0]}, "keys", id="no-tvec"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": [0, 0, 0], "t": [0, 0, 0]}, "keys", id="extra-key"),
+        pytest.param({"qvec": [1, 0, 0], "tvec": [0, 0, 0]}, "qvec", id="qvec-3"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": [[0, 0, 0]]}, "tvec", id="tvec-nested"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": "0 0 0"}, "tvec", id="tvec-string"),
+        pytest.param({"qvec": [True, False, False, False], "tvec": [0, 0, 0]}, "qvec", id="qvec-bools"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": [0, None, 0]}, "tvec", id="tvec-null"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": [0, "a", 0]}, "tvec", id="tvec-text-entry"),
+        pytest.param({"qvec": [2, 0, 0, 0], "tvec": [0, 0, 0]}, "unit length", id="qvec-not-unit"),
+        pytest.param({"qvec": [1, 0, 0, 0], "tvec": [0, float("nan"), 0]}, "NaN", id="tvec-nan"),
+    ],
+)
+def test_from_json_rejects_bad_input(d: object, match: str) -> None:
+    with pytest.raises(InvalidPoseError, match=match):
+        Pose.from_json(d)  # type: ignore[arg-type]
 
 
 # --- validation ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from visloc.errors import InputError
-from visloc.io.h5 import H5Reader, ShardedH5Writer, list_h5_names, names_to_pair
+from visloc.io.h5 import H5Reader, MatchReader, ShardedH5Writer, list_h5_names, match_arrays, names_to_pair
 
 
 def _groups(seed: int, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -206,3 +206,34 @@ def test_reader_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         H5Reader(tmp_path / "bad.h5")
     assert err.value.path == tmp_path / "bad.h5"
+
+
+def test_match_arrays_layout_by_hand() -> None:
+    arrays = match_arrays(np.array([[0, 5], [3, 1]]), np.array([0.9, 0.5]), num_keypoints0=4)
+    np.testing.assert_array_equal(arrays["matches0"], [5, -1, -1, 1])
+    np.testing.assert_allclose(arrays["matching_scores0"], [0.9, 0, 0, 0.5], atol=1e-3)
+    assert arrays["matches0"].dtype == np.int32 and arrays["matching_scores0"].dtype == np.float16
+
+
+def test_match_reader_finds_pairs_either_way_round_like_hloc(tmp_path: Path) -> None:
+    path = tmp_path / "matches.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("q-a.jpg/db.jpg")  # names "q/a.jpg" and "db.jpg", hloc's key
+        g["matches0"] = np.array([2, -1, 0], np.int16)
+        g["matching_scores0"] = np.array([0.5, 0, 0.25], np.float16)
+        f.create_group("x.jpg_y.jpg")["matches0"] = np.array([-1, 1])  # hloc's old separator, no scores
+    with MatchReader(path) as r:
+        m, s = r.read("q/a.jpg", "db.jpg")
+        np.testing.assert_array_equal(m, [[0, 2], [2, 0]])
+        np.testing.assert_allclose(s, [0.5, 0.25])
+        m, s = r.read("db.jpg", "q/a.jpg")  # reversed: (db keypoint, query keypoint), sorted by db keypoint
+        np.testing.assert_array_equal(m, [[0, 2], [2, 0]])
+        m, s = r.read("y.jpg", "x.jpg")
+        np.testing.assert_array_equal(m, [[1, 1]])
+        np.testing.assert_array_equal(s, [1.0])
+        assert ("q/a.jpg", "db.jpg") in r and ("q/a.jpg", "other.jpg") not in r
+        with pytest.raises(InputError, match=r"no matches for the pair q/a\.jpg other\.jpg") as err:
+            r.read("q/a.jpg", "other.jpg")
+        assert err.value.path == path
+    with pytest.raises(InputError, match="does not exist"):
+        MatchReader(tmp_path / "missing.h5")

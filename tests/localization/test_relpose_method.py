@@ -11,10 +11,19 @@ import pytest
 from visloc.datasets import load_frames
 from visloc.errors import ConfigError
 from visloc.geometry import pose_error
+from visloc.geometry.relative_pose import relative_pose_label
 from visloc.io.images import read_image
-from visloc.localization import LocalizeConfig, Localizer, Map, MapConfig, build_map
+from visloc.localization import (
+    LocalizeConfig,
+    Localizer,
+    Map,
+    MapConfig,
+    RelPoseEstimatorConfig,
+    RetrievalConfig,
+    UnifiedConfig,
+    build_map,
+)
 from visloc.models.backbones import BackboneConfig
-from visloc.models.labels import relative_pose_label
 from visloc.models.relpose import RelPoseConfig
 from visloc.training.pairs import PairSamplingConfig
 from visloc.training.relpose import tiny_relpose_config, train_relpose
@@ -58,8 +67,8 @@ def test_map_stores_raw_encoder_descriptors(relpose_map: Path) -> None:
 def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: Path, monkeypatch, fusion) -> None:
     """With the network replaced by the exact labels, regression + fusion must give the true pose: this
     checks label conventions, translation frames and the fusion wiring end to end."""
-    localizer = Localizer(Map(relpose_map), LocalizeConfig(method="relpose", relpose_fusion=fusion))
-    frame = localizer.global_descriptor.translation_frame
+    localizer = Localizer(Map(relpose_map), LocalizeConfig("relpose", RelPoseEstimatorConfig(fusion=fusion)))
+    frame = localizer.map.descriptor.translation_frame
     queries = load_frames(tiny_world, split="test").frames[:4]
     current = {}
 
@@ -68,13 +77,13 @@ def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: P
         labels = [relative_pose_label(localizer.map.poses[db], current["pose"], frame) for db in db_names]
         return np.stack([t for t, _ in labels]), np.stack([q for _, q in labels])
 
-    def retrieve_then_oracle(result, evidence, camera, timings):
-        current["retrieved"] = result.retrieved
-        return original(result, evidence, camera, timings)
+    def retrieve_then_oracle(query, map_):
+        current["retrieved"] = query.retrieved
+        return original(query, map_)
 
-    original = localizer._relpose
-    monkeypatch.setattr(localizer.global_descriptor, "regress", oracle)
-    monkeypatch.setattr(localizer, "_relpose", retrieve_then_oracle)
+    original = localizer.estimator.fuse
+    monkeypatch.setattr(localizer.map.descriptor, "regress", oracle)
+    monkeypatch.setattr(localizer.estimator, "fuse", retrieve_then_oracle)
     for f in queries:
         current["pose"] = f.pose
         r = localizer.localize_image(read_image(f.image_path), f.camera, f.name)
@@ -85,27 +94,25 @@ def test_oracle_regression_recovers_exact_poses(tiny_world: Path, relpose_map: P
 
 def test_unified_prefers_agreeing_geometry_and_falls_back(tiny_world: Path, relpose_map: Path, monkeypatch) -> None:
     queries = load_frames(tiny_world, split="test").frames[:3]
-    localizer = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
-                                                           unified_gate_m=100.0, unified_gate_deg=180.0,
-                                                           unified_support_images=10**6))
+    localizer = Localizer(Map(relpose_map), LocalizeConfig("unified", UnifiedConfig(
+        strong_inliers=10**6, gate_m=100.0, gate_deg=180.0, support_images=10**6)))
     for f in queries:
         r = localizer.localize_image(read_image(f.image_path), f.camera, f.name)
         assert r.extra["chosen"] == "geometry" and r.extra["reason"] == "agrees with the prior"
         assert pose_error(r.pose, f.pose)[0] < 0.02
     # a prior gate nothing passes: geometry is still kept when several retrieved images support it
-    gated = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
-                                                       unified_gate_m=0.0, unified_gate_deg=0.0))
+    gated = Localizer(Map(relpose_map), LocalizeConfig("unified", UnifiedConfig(
+        strong_inliers=10**6, gate_m=0.0, gate_deg=0.0)))
     f = queries[0]
     r = gated.localize_image(read_image(f.image_path), f.camera, f.name)
     assert len(r.support) >= 2 and r.extra["chosen"] == "geometry" and "supporting images" in r.extra["reason"]
     assert pose_error(r.pose, f.pose)[0] < 0.02
-    single = Localizer(Map(relpose_map), LocalizeConfig(method="unified", unified_strong_inliers=10**6,
-                                                        unified_gate_m=0.0, unified_gate_deg=0.0,
-                                                        unified_support_images=10**6))
+    single = Localizer(Map(relpose_map), LocalizeConfig("unified", UnifiedConfig(
+        strong_inliers=10**6, gate_m=0.0, gate_deg=0.0, support_images=10**6)))
     r = single.localize_image(read_image(f.image_path), f.camera, f.name)
     assert r.extra["chosen"] == "relpose" and "from the prior with weak support" in r.extra["reason"]
     # geometry failing (no 2D-3D match survives) -> the regressed pose is reported
-    monkeypatch.setattr(localizer, "_match", lambda feats, db, subset=None: np.zeros((0, 2), int))
+    monkeypatch.setattr(localizer, "matcher", lambda feats, db, points_only=False: (np.zeros((0, 2), int), np.zeros(0)))
     f = queries[0]
     r = localizer.localize_image(read_image(f.image_path), f.camera, f.name)
     assert r.extra["chosen"] == "relpose" and r.pose is not None
@@ -145,20 +152,20 @@ def test_correlation_head_map_stores_its_feature_map_and_searches_the_pooled_par
     assert m.names[idx[0][0]] == name and scores[0][0] == pytest.approx(1.0, abs=1e-5)
     # a database image as query retrieves itself first, and regression + fusion runs on the stored maps
     frame = next(f for f in load_frames(tiny_world, split="train").frames if f.name == name)
-    r = Localizer(m, LocalizeConfig(method="relpose", relpose_fusion="metric")).localize_image(
+    r = Localizer(m, LocalizeConfig("relpose", RelPoseEstimatorConfig(fusion="metric"))).localize_image(
         read_image(frame.image_path), frame.camera, name)
     assert r.retrieved[0] == name and r.pose is not None
     # dense re-ranking of a 10-image shortlist: the image itself has the most mutual nearest neighbours
     dense = encoder.rerank_scores(np.stack([m.global_descriptor(n) for n in m.names[:10]]), raw)
     assert dense.shape == (10,) and dense[2] == dense.max() and dense[2] > 0
-    reranked = Localizer(m, LocalizeConfig(method="relpose", relpose_fusion="metric", num_retrieved=3,
-                                           relpose_rerank=10))
+    reranked = Localizer(m, LocalizeConfig("relpose", RelPoseEstimatorConfig(fusion="metric"),
+                                           RetrievalConfig(num_retrieved=3, rerank=10)))
     r = reranked.localize_image(read_image(frame.image_path), frame.camera, name)
     assert r.retrieved[0] == name and len(r.retrieved) == 3
     assert r.retrieval_scores == sorted(r.retrieval_scores, reverse=True)
     # the re-ranking belongs to the map's descriptor: the geometric method on this map uses it too
-    pnp = Localizer(m, LocalizeConfig(method="pnp", num_retrieved=3, relpose_rerank=10))
+    pnp = Localizer(m, LocalizeConfig("pnp", retrieval=RetrievalConfig(num_retrieved=3, rerank=10)))
     r = pnp.localize_image(read_image(frame.image_path), frame.camera, name)
     assert r.retrieved[0] == name and r.retrieval_scores[0] == dense.max()
-    with pytest.raises(ConfigError, match="relpose_rerank"):
-        LocalizeConfig(relpose_rerank=-1)
+    with pytest.raises(ConfigError, match="rerank"):
+        RetrievalConfig(rerank=-1)

@@ -11,6 +11,7 @@ from torch import nn
 from visloc.errors import ConfigError
 from visloc.geometry.warps import Warp, identity_theta, warp_source_to_target
 from visloc.models.backbones import BackboneConfig, build_backbone
+from visloc.models.checkpoint import load_model, save_model
 from visloc.models.cnngeometric import (
     GeometricMatcher,
     GeometricMatcherConfig,
@@ -22,7 +23,6 @@ from visloc.models.cnngeometric import (
     stride_split,
     stride_trunk,
 )
-from visloc.models.weights import load_model, save_model
 
 TINY = BackboneConfig("tiny", weights="none", allow_random_init=True)
 #: 64 px images -> 4x4 stride-16 features -> one 3x3 conv -> 2x2: keeps the CPU tests fast.

@@ -13,8 +13,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from visloc.datasets import load_frames
 from visloc.errors import ConfigError
+from visloc.geometry.relative_pose import relative_pose_label
 from visloc.models.backbones import IMAGENET_MEAN, IMAGENET_STD
-from visloc.models.labels import relative_pose_label
 from visloc.models.posenet import posenet_label
 from visloc.training.data import PoseNetImages, RelPosePairs, TransformConfig, load_resized
 from visloc.training.pairs import PairSamplingConfig, RelPosePair, sample_pairs
@@ -137,7 +137,8 @@ def test_bad_transform_and_unknown_names(frames, pairs) -> None:
 
 
 def test_centre_crop_training_keeps_the_image_geometry() -> None:
-    from visloc.training.data import eval_transform, sample_generator, train_transform
+    from visloc.models.preprocess import eval_transform, sample_generator
+    from visloc.training.data import train_transform
 
     img = torch.randint(0, 256, (3, 40, 57), dtype=torch.uint8)
     centre = eval_transform(img, 32)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from visloc.models.weights import load_model
+from visloc.models.checkpoint import load_model
 
 SCRIPT = textwrap.dedent(
     '''

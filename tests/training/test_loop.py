@@ -50,12 +50,12 @@ def toy_loss(model: nn.Module, batch) -> torch.Tensor:
 
 CONFIG = LoopConfig(epochs=4, batch_size=16, lr=1e-2, milestones=(2,), gamma=0.1, seed=1, device="cpu",
                     progress=False)
-RUN = {"task": "toy", "epochs": 4, "lr": 1e-2}
+RUN = {"task": "toy", "loop": {"epochs": 4, "lr": 1e-2}}
 
 
 def _fit(out: Path, config: LoopConfig = CONFIG, run=None, resume: bool = False, model=None):
     return fit(model or toy_model(), toy_loss, Toy(96, 1), Toy(32, 2), out, config,
-               run_config=run or {**RUN, "epochs": config.epochs}, resume=resume)
+               run_config=run or {**RUN, "loop": {**RUN["loop"], "epochs": config.epochs}}, resume=resume)
 
 
 def test_fit_reduces_the_loss_and_writes_metrics(tmp_path: Path) -> None:
@@ -105,8 +105,29 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 def test_resume_rejects_a_changed_config(tmp_path: Path) -> None:
     _fit(tmp_path, LoopConfig(**{**CONFIG.__dict__, "epochs": 1}))
     with pytest.raises(ConfigError, match="lr"):
-        _fit(tmp_path, run={**RUN, "lr": 0.5}, resume=True)
-    check_resume_config({"epochs": 1, "device": "cpu", "x": (1, 2)}, {"epochs": 9, "device": "cuda", "x": [1, 2]})
+        _fit(tmp_path, run={**RUN, "loop": {**RUN["loop"], "lr": 0.5}}, resume=True)
+    check_resume_config({"loop": {"epochs": 1, "device": "cpu"}, "x": (1, 2)},
+                        {"loop": {"epochs": 9, "device": "cuda"}, "x": [1, 2]})
+    with pytest.raises(ConfigError, match="epochs"):  # only the loop's epochs may change
+        check_resume_config({"head": {"epochs": 1}}, {"head": {"epochs": 2}})
+
+
+def test_resume_of_a_checkpoint_with_the_flat_layout() -> None:
+    """Before the loop and transform settings were nested, a checkpoint kept them at the top level."""
+    current = {"task": "relpose", "model": {"head": "original"}, "transform": {"crop": 112, "random_crop": True},
+               "loop": {"epochs": 5, "lr": 1e-3}, "cache_images": False}
+    flat = {"task": "relpose", "model": {"head": "original"}, "crop": 112, "random_crop": True, "epochs": 2,
+            "lr": 1e-3, "cache_images": False}
+    check_resume_config(flat, current)
+    with pytest.raises(ConfigError, match=r"loop\.lr: 0\.1 -> 0\.001"):
+        check_resume_config({**flat, "lr": 0.1}, current)
+    with pytest.raises(ConfigError, match=r"transform\.crop"):
+        check_resume_config({**flat, "crop": 96}, current)
+    # an older flat checkpoint that also predates random_crop resumes when the run leaves it at its default
+    older = {k: v for k, v in flat.items() if k != "random_crop"}
+    with pytest.raises(ConfigError, match="random_crop"):
+        check_resume_config(older, current)
+    check_resume_config(older, current, defaults={**current, "transform": {"crop": 224, "random_crop": True}})
 
 
 def test_resume_of_a_checkpoint_that_predates_a_setting() -> None:

@@ -13,8 +13,8 @@ from visloc.datasets import Frame, load_frames
 from visloc.datasets.synthetic import build_world, render_layers
 from visloc.errors import ConfigError, InputError
 from visloc.geometry import Camera, Pose
+from visloc.geometry.relative_pose import relative_pose_label
 from visloc.io.images import read_depth
-from visloc.models.labels import relative_pose_label
 from visloc.training.pairs import (
     PairSamplingConfig,
     frame_overlap,

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from visloc.errors import ConfigError
 from visloc.models.backbones import BackboneConfig
+from visloc.models.checkpoint import load_model
 from visloc.models.posenet import PoseNet, PoseNetConfig
-from visloc.models.weights import load_model
 from visloc.training.checkpoint import load_checkpoint
 from visloc.training.cli import train_app
 from visloc.training.posenet import tiny_posenet_config, train_posenet

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from visloc.errors import ConfigError, InputError
 from visloc.models.backbones import BackboneConfig
+from visloc.models.checkpoint import load_model
 from visloc.models.relpose import RelPoseConfig, RelPoseNet
-from visloc.models.weights import load_model
 from visloc.training.checkpoint import load_checkpoint
 from visloc.training.cli import train_app
 from visloc.training.pairs import PairSamplingConfig, read_pair_file
-from visloc.training.relpose import TrainRelPoseConfig, tiny_relpose_config, train_relpose
+from visloc.training.relpose import RELPOSE_OPTIONS, TrainRelPoseConfig, tiny_relpose_config, train_relpose
 
 #: Dropout off and a narrow head, so that a few epochs on 48 pairs reliably lower the loss.
 MODEL = RelPoseConfig(BackboneConfig("tiny", "none", allow_random_init=True), hidden=256, dropout=0.0)
@@ -67,15 +67,21 @@ def test_outputs_and_final_model(run) -> None:
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_world: Path, tmp_path: Path) -> None:
-    config = dataclasses.replace(FAST, epochs=2, pairs=PairSamplingConfig(max_pairs_per_scene=12),
-                                 val_pairs_per_scene=4)
+    config = RELPOSE_OPTIONS.replace(FAST, epochs=2, pairs=PairSamplingConfig(max_pairs_per_scene=12),
+                                     val_pairs_per_scene=4)
     train_relpose(tiny_world, tmp_path / "straight", config)
-    train_relpose(tiny_world, tmp_path / "split", dataclasses.replace(config, epochs=1))
+    train_relpose(tiny_world, tmp_path / "split", RELPOSE_OPTIONS.replace(config, epochs=1))
     last = tmp_path / "split" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 1
-    # as written by an older visloc, before these settings existed (they are at their defaults here)
+    # as written by an older visloc: the loop and transform settings at the top level of the config (the
+    # layout before they were nested), and before two settings existed (they are at their defaults here)
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    del ckpt["config"]["model"]["correlation_grid"], ckpt["config"]["random_crop"]
+    saved = ckpt["config"]
+    assert set(saved["loop"]) >= {"epochs", "lr", "seed"} and set(saved["transform"]) >= {"crop", "random_crop"}
+    flat = {k: v for k, v in saved.items() if k not in ("loop", "transform")}
+    flat.update(saved["loop"], **saved["transform"])
+    del flat["model"]["correlation_grid"], flat["random_crop"]
+    ckpt["config"] = flat
     torch.save(ckpt, last)
     train_relpose(tiny_world, tmp_path / "split", config, resume=True)
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
@@ -113,7 +119,7 @@ def test_cli_relpose_with_an_excluded_scene(tiny_world: Path, tmp_path: Path) ->
     assert pairs and all(not p.db.startswith("kitchen/") for p in pairs)
     assert all(not p.db.startswith("kitchen/") for p in read_pair_file(out / "pairs_val.txt"))
     config = json.loads((out / "metrics.json").read_text())["config"]
-    assert config["exclude_scenes"] == ["kitchen"] and config["milestones"] == []
+    assert config["exclude_scenes"] == ["kitchen"] and config["loop"]["milestones"] == []
     assert load_model(out / "model.pt").config.translation_frame == "world"
 
 
@@ -128,7 +134,9 @@ def test_every_cli_option_is_explained() -> None:
 
 def test_config_defaults_follow_the_publication() -> None:
     config = TrainRelPoseConfig()
-    assert (config.resize, config.crop, config.jitter, config.swap_prob, config.beta) == (256, 224, 0.4, 0.5, 1.0)
+    t, loop = config.transform, config.loop
+    assert (t.resize, t.crop, t.jitter, t.random_crop, config.swap_prob, config.beta) == (256, 224, 0.4, True, 0.5, 1.0)
+    assert (loop.batch_size, loop.epochs, loop.lr, loop.milestones, loop.seed) == (64, 30, 1e-3, (20,), 333)
     assert config.model.backbone.name == "resnet34" and config.model.head == "original"
     assert config.to_dict()["task"] == "relpose"
 

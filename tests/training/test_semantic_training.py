@@ -1,9 +1,8 @@
 """Semantic-matching training (tiny backbone, 64 px): pretraining lowers the grid loss, exact resume, the weak
-stage's data and losses, evaluation glue against hand-computed PCK, and the shipped model."""
+stage's data and losses."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,37 +13,24 @@ from PIL import Image
 
 from visloc.datasets.semantic import SemanticPair, pf_willow_pairs, read_pairs_csv, read_pf_willow
 from visloc.errors import ConfigError, InputError
-from visloc.evaluation.semantic import evaluate_pck
-from visloc.evaluation.semantic_model import (
-    SHIPPED_MODEL,
-    evaluate_matcher,
-    load_matcher,
-    predict_warps,
-    transfer_target_keypoints,
-)
 from visloc.geometry.warps import Warp
-from visloc.models.cnngeometric import GeometricMatcher, TwoStageMatcher
-from visloc.models.weights import load_model, read_checkpoint
-from visloc.settings import data_dir, shipped_model
+from visloc.models.checkpoint import load_model, read_checkpoint
+from visloc.models.cnngeometric import GeometricMatcher
+from visloc.semantic.data import KeypointPairs, KeypointPairsConfig, SyntheticWarpConfig, SyntheticWarpPairs
+from visloc.semantic.models import build_matcher, tiny_matcher_config
 from visloc.training.checkpoint import load_checkpoint
+from visloc.training.loop import LoopConfig
 from visloc.training.semantic import (
     LOSS_PRESETS,
+    SEMANTIC_OPTIONS,
     SyntheticTuples,
     TrainSemanticConfig,
     WeakTuples,
-    build_matcher,
     pretrain_loss,
     split_pairs,
     synthetic_warp,
-    tiny_matcher_config,
     train_semantic,
     weak_loss_terms,
-)
-from visloc.training.semantic_data import (
-    KeypointPairs,
-    KeypointPairsConfig,
-    SyntheticWarpConfig,
-    SyntheticWarpPairs,
 )
 from visloc.training.semantic_losses import grid_loss
 
@@ -64,8 +50,9 @@ def photos(root: Path) -> tuple[str, ...]:
 
 def fast(willow: Path, **overrides) -> TrainSemanticConfig:
     base = TrainSemanticConfig(model=MODEL, synthetic_images=photos(willow), synthetic_length=8,
-                               synthetic_val_length=4, batch_size=4, epochs=1, device="cpu", progress=False)
-    return dataclasses.replace(base, **overrides)
+                               synthetic_val_length=4,
+                               loop=LoopConfig(batch_size=4, epochs=1, seed=1, device="cpu", progress=False))
+    return SEMANTIC_OPTIONS.replace(base, **overrides)
 
 
 # --- losses on batches ------------------------------------------------------------------------------------
@@ -131,14 +118,14 @@ def test_pretraining_writes_a_loadable_model(willow: Path, tmp_path: Path) -> No
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(willow: Path, tmp_path: Path) -> None:
     config = fast(willow, epochs=2, synthetic_length=4, synthetic_val_length=0)
     train_semantic(tmp_path / "straight", config)
-    train_semantic(tmp_path / "split", dataclasses.replace(config, epochs=1))
+    train_semantic(tmp_path / "split", SEMANTIC_OPTIONS.replace(config, epochs=1))
     train_semantic(tmp_path / "split", config, resume=True)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     with pytest.raises(ConfigError, match="cannot resume"):
-        train_semantic(tmp_path / "split", dataclasses.replace(config, lr=0.5), resume=True)
+        train_semantic(tmp_path / "split", SEMANTIC_OPTIONS.replace(config, lr=0.5), resume=True)
 
 
 def test_weak_stage_starts_from_the_checkpoint_and_uses_only_its_classes(willow: Path, tmp_path: Path) -> None:
@@ -196,89 +183,3 @@ def test_split_pairs_is_seeded_and_disjoint(willow: Path) -> None:
     assert len(val) == 3 and len(train) == 9 and not {id(p) for p in train} & {id(p) for p in val}
     assert [id(p) for p in split_pairs(pairs, 0.25, seed=3)[1]] == [id(p) for p in val]
     assert split_pairs(pairs, 0.0, seed=3) == (pairs, [])
-
-
-# --- evaluation glue ---------------------------------------------------------------------------------------
-
-
-def _identity_by_hand(pair: SemanticPair) -> np.ndarray:
-    """Identity theta: the same relative position, x_s = x_t (W_s - 1) / (W_t - 1)."""
-    (hs, ws), (ht, wt) = pair.source.image_size_hw, pair.target.image_size_hw
-    return pair.target_keypoints * np.array([(ws - 1) / (wt - 1), (hs - 1) / (ht - 1)])
-
-
-def _pck_by_hand(pair: SemanticPair, predicted: np.ndarray, alpha: float, norm: str) -> float:
-    src = pair.source_keypoints
-    L = (src.max(0) - src.min(0)).max() if norm == "bbox" else max(pair.source.image_size_hw)
-    return float(np.mean(np.linalg.norm(predicted - src, axis=1) <= alpha * L))
-
-
-def test_identity_evaluation_matches_the_hand_computed_pck(willow: Path) -> None:
-    pairs = pf_willow_pairs(read_pf_willow(willow))
-    results, warps = evaluate_matcher(None, pairs, alphas=(0.1, 0.3))
-    assert len(warps) == len(pairs)
-    for row, pair in zip(results.rows, pairs, strict=True):
-        pred = _identity_by_hand(pair)
-        np.testing.assert_allclose(transfer_target_keypoints(warps[row.index], pair), pred, atol=1e-9)
-        for norm in ("bbox", "image"):
-            for a in (0.1, 0.3):
-                assert row.pck[norm][a] == pytest.approx(_pck_by_hand(pair, pred, a, norm)), (norm, a)
-
-
-def test_a_trained_model_is_evaluated_through_its_own_warps(willow: Path) -> None:
-    torch.manual_seed(0)
-    model = build_matcher(tiny_matcher_config("two_stage", SIZE)).eval()
-    with torch.no_grad():  # move the prediction away from the identity
-        model.affine_regressor.linear.bias.add_(torch.tensor([0.1, 0.0, 0.05, 0.0, -0.1, 0.0]))
-    pairs = pf_willow_pairs(read_pf_willow(willow))[:5]
-    warps = predict_warps(model, pairs, batch_size=2)
-    assert all(w.kind == "two_stage" and w.batch_size == 1 for w in warps)
-    data = KeypointPairs(pairs, KeypointPairsConfig(output_size=(SIZE, SIZE)))
-    with torch.no_grad():
-        item = data[3]
-        direct = model(item["source"][None], item["target"][None])
-    torch.testing.assert_close(warps[3].affine, direct.affine.double())
-    results, _ = evaluate_matcher(model, pairs, alphas=(0.1,), warps=warps)
-    expected = evaluate_pck(pairs, lambda p: transfer_target_keypoints(warps[pairs.index(p)], p), (0.1,))
-    assert [r.pck for r in results.rows] == [r.pck for r in expected.rows]
-
-
-@pytest.mark.real_data
-def test_identity_pck_on_pf_willow_equals_the_hand_computed_one() -> None:
-    root = data_dir() / "pf_willow"
-    if not root.is_dir():
-        pytest.skip(f"PF-WILLOW not found under {data_dir()}")
-    pairs = [p for p in pf_willow_pairs(read_pf_willow(root)) if p.category == "duck(S)"][:4]
-    results, _ = evaluate_matcher(None, pairs, alphas=(0.1,))
-    for row, pair in zip(results.rows, pairs, strict=True):
-        for norm in ("bbox", "image"):
-            assert row.pck[norm][0.1] == pytest.approx(_pck_by_hand(pair, _identity_by_hand(pair), 0.1, norm))
-    assert results.mean_over_pairs("bbox", 0.1) == pytest.approx(
-        np.mean([_pck_by_hand(p, _identity_by_hand(p), 0.1, "bbox") for p in pairs]))
-
-
-# --- the shipped model --------------------------------------------------------------------------------------
-
-
-def test_shipped_model_maps_a_synthetic_warp_closer_to_the_truth_than_the_identity() -> None:
-    path = shipped_model(SHIPPED_MODEL)
-    assert path.is_file(), "run scripts/train_shipped_semantic.sh"
-    assert path.stat().st_size < 8 * 1024 * 1024
-    model = load_matcher("shipped")
-    assert isinstance(model, (GeometricMatcher, TwoStageMatcher))
-    metrics = json.loads(path.with_suffix(".json").read_text())
-    assert metrics["command"] == "scripts/train_shipped_semantic.sh"
-    assert metrics["parameters"] == sum(p.numel() for p in model.parameters())
-    config = model.config
-    kind = "two_stage" if isinstance(model, TwoStageMatcher) else config.kind
-    size = (config.image_size, config.image_size)
-    data = SyntheticWarpPairs(None, SyntheticWarpConfig(kind=kind, output_size=size), length=6, seed=12345)
-    batch = [data[i] for i in range(6)]
-    source = torch.stack([b["source"] for b in batch])
-    target = torch.stack([b["target"] for b in batch])
-    truth = synthetic_warp(torch.stack([b["theta"] for b in batch]), kind)
-    with torch.no_grad():
-        out = model(source, target)
-    pred = out if isinstance(out, Warp) else Warp.from_theta(out, config.kind)
-    identity = Warp.from_theta(torch.tensor([[1.0, 0, 0, 0, 1, 0]]).expand(6, 6), "affine")
-    assert float(grid_loss(pred, truth)) < float(grid_loss(identity, truth))

@@ -1,14 +1,19 @@
-"""The semantic-alignment figure: PNG of the expected size, correct/wrong colours, keypoint transfer."""
+"""The semantic-alignment figure: PNG of the expected size, correct/wrong colours, keypoint transfer, the
+figures of a seeded sample of pairs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from visloc.datasets.semantic import pf_willow_pairs, read_pf_willow
 from visloc.geometry.warps import Warp
-from visloc.viz.semantic import plot_semantic_alignment, transfer_source_keypoints
+from visloc.semantic.predict import predict_warps
+from visloc.viz.semantic import plot_semantic_alignment, transfer_source_keypoints, write_alignment_figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -69,3 +74,14 @@ def test_figure_from_theta_tensor_and_override(tmp_path):
         plot_semantic_alignment(src, tgt, theta)
     with pytest.raises(ValueError, match="pair up"):
         plot_semantic_alignment(src, tgt, theta, kps, kps[:1], kind="tps")
+
+
+def test_alignment_figures_of_a_seeded_sample(tmp_path: Path, pf_willow_factory) -> None:
+    root = pf_willow_factory(tmp_path / "willow", ("bird(A)", "cup(B)"))
+    pairs = pf_willow_pairs(read_pf_willow(root))
+    warps = predict_warps(None, pairs)
+    written = write_alignment_figures(pairs, warps, tmp_path / "fig", count=3, seed=1)
+    assert len(written) == 3 and sorted(tmp_path.joinpath("fig").iterdir()) == sorted(written)
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in written)
+    assert write_alignment_figures(pairs, warps, tmp_path / "again", count=3, seed=1)[0].name == written[0].name
+    assert len(write_alignment_figures(pairs, warps, tmp_path / "all", count=100)) == len(pairs)

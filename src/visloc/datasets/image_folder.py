@@ -4,7 +4,8 @@
   :func:`visloc.io.poses.read_poses`; it is already visloc's convention.
 * Intrinsics: one COLMAP camera string for every image (``PINHOLE 640 480 525 525 320 240``), a
   :class:`~visloc.geometry.Camera`, or a file in hloc's query-list format (``name MODEL W H params...``
-  per line).
+  per line). Without any, each image gets :func:`default_camera` for its own size (enough for retrieval;
+  give the real intrinsics to localize).
 
 Image names are paths relative to the folder, with ``/``.
 """
@@ -51,6 +52,18 @@ def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | No
     return None, read_cameras(camera)
 
 
+#: Focal length of :func:`default_camera`, in units of the longer image side.
+DEFAULT_FOCAL_FACTOR = 1.2
+
+
+def default_camera(width: int, height: int) -> Camera:
+    """The intrinsics assumed for an image without any: ``SIMPLE_PINHOLE`` with focal length
+    ``1.2 * max(width, height)`` (a common guess for photos, as COLMAP's default) and the principal point at
+    the image centre ``((width - 1) / 2, (height - 1) / 2)`` (visloc's pixel-centre convention)."""
+    f = DEFAULT_FOCAL_FACTOR * max(width, height)
+    return Camera("SIMPLE_PINHOLE", width, height, (f, (width - 1) / 2, (height - 1) / 2))
+
+
 def _fit(camera: Camera, size: tuple[int, int]) -> Camera | None:
     """``camera`` for an image of ``size``: as is, rescaled (same aspect ratio), or ``None``."""
     width, height = size
@@ -74,12 +87,12 @@ def _camera_for(
     if per_image is not None:
         cam = per_image.get(name)
         return (cam, "") if cam is not None else (None, f"no intrinsics for this image in {source}")
-    if shared is None:
-        return None, "no intrinsics"
     try:
         size = image_size(path)
     except InputError as e:
         return None, e.problem
+    if shared is None:
+        return default_camera(*size), ""
     cam = _fit(shared, size)
     if cam is None:
         return None, f"image is {size[0]}x{size[1]}, camera is {shared.width}x{shared.height} (other aspect ratio)"
@@ -100,7 +113,7 @@ def read_image_folder(
         poses: an hloc pose file (world-to-camera) or a ``{name: Pose}`` mapping.
         camera: a :class:`Camera` or COLMAP camera string for every image, or an hloc query-list file
             (``name MODEL W H params...``). A shared camera defined at another size with the same
-            aspect ratio is rescaled to each image.
+            aspect ratio is rescaled to each image. ``None``: :func:`default_camera` per image.
         require_poses: ``False``: images without a pose get ``pose=None`` (queries); ``True``: they are
             listed in :attr:`FrameSet.skipped` (a map needs every pose).
         split: ``all``, ``even`` or ``odd`` (position in the name-sorted image list); ``train`` and
@@ -112,7 +125,7 @@ def read_image_folder(
         images without a pose are listed in :attr:`FrameSet.skipped`.
 
     Raises:
-        InputError: the folder is missing or holds no image, no intrinsics were given, or the pose /
+        InputError: the folder is missing or holds no image, or the pose /
             intrinsics file is malformed.
         ValueError: unknown ``split``.
     """
@@ -123,9 +136,7 @@ def read_image_folder(
     files = list_images(root)
     shared, per_image = parse_camera_option(camera)
     if shared is None and per_image is None:
-        raise InputError(
-            root, "no intrinsics: pass camera='MODEL WIDTH HEIGHT PARAMS...' or an hloc query-list file"
-        )
+        logger.info("%s: no intrinsics given, assuming the default camera of each image's size", root)
     pose_map: dict[str, Pose] = {}
     pose_source = Path("<poses>")
     if isinstance(poses, dict):

@@ -8,8 +8,9 @@ and no other code converts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,21 @@ class Pose:
             raise InvalidPoseError(f"expected R (3,3) and a centre (3,), got {R_wc.shape} and {center.shape}")
         return cls(R_wc.T, -R_wc.T @ center)
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Pose:
+        """From the layout of :meth:`to_json`: ``{"qvec": [w, x, y, z], "tvec": [x, y, z]}``.
+
+        Raises:
+            InvalidPoseError: ``d`` is not a mapping with exactly the keys ``qvec`` and ``tvec``, a value
+                is not a list of 4 (``qvec``) or 3 (``tvec``) finite numbers, or the quaternion is not
+                unit length (see :meth:`from_qt`).
+        """
+        if not isinstance(d, Mapping):
+            raise InvalidPoseError(f"a JSON pose must be an object with qvec and tvec, got {type(d).__name__}")
+        if set(d) != {"qvec", "tvec"}:
+            raise InvalidPoseError(f"a JSON pose has exactly the keys 'qvec' and 'tvec', got {sorted(map(str, d))}")
+        return cls.from_qt(_json_vector(d["qvec"], "qvec", 4), _json_vector(d["tvec"], "tvec", 3))
+
     # --- views --------------------------------------------------------------------------------
     @property
     def qvec(self) -> np.ndarray:
@@ -119,6 +135,13 @@ class Pose:
         T[:3, :3] = self.R
         T[:3, 3] = self.t
         return T
+
+    def to_json(self) -> dict[str, list[float]]:
+        """``{"qvec": [w, x, y, z], "tvec": [x, y, z]}`` of ``cam_from_world`` (``w >= 0``), plain floats.
+
+        The layout of the ``pose`` fields in visloc's JSON outputs; :meth:`from_json` reads it back.
+        """
+        return {"qvec": self.qvec.tolist(), "tvec": self.t.tolist()}
 
     def inverse(self) -> Pose:
         """The inverse transform (``world_from_cam`` as a :class:`Pose` object)."""
@@ -143,6 +166,22 @@ class Pose:
         q = np.array2string(self.qvec, precision=5, separator=", ")
         t = np.array2string(self.t, precision=4, separator=", ")
         return f"Pose(qvec={q}, t={t})"
+
+
+def _json_vector(value: Any, key: str, size: int) -> np.ndarray:
+    """``(size,)`` float64 from a JSON list of numbers; :class:`InvalidPoseError` naming ``key`` otherwise."""
+    problem = InvalidPoseError(f"{key} must be a list of {size} numbers, got {value!r}")
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise problem
+    if any(isinstance(x, (bool, np.bool_, str, bytes)) or x is None for x in value):
+        raise problem
+    try:
+        a = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise problem from e
+    if a.shape != (size,):
+        raise problem
+    return a
 
 
 def pose_error(estimate: Pose, truth: Pose) -> tuple[float, float]:

@@ -171,3 +171,84 @@ class H5Reader:
     @property
     def attrs(self) -> dict:
         return dict(self._file.attrs)
+
+
+# --- hloc match files -------------------------------------------------------------------------------
+
+
+def match_arrays(matches: np.ndarray, scores: np.ndarray, num_keypoints0: int) -> dict[str, np.ndarray]:
+    """hloc's per-pair datasets from index pairs.
+
+    Args:
+        matches: ``(M, 2)`` int, (keypoint of image 0, keypoint of image 1).
+        scores: ``(M,)`` float similarity of each match.
+        num_keypoints0: keypoints of image 0 (the length of ``matches0``).
+
+    Returns:
+        ``{"matches0": (N0,) int32, -1 where unmatched, "matching_scores0": (N0,) float16, 0 where unmatched}``.
+    """
+    matches0 = np.full(num_keypoints0, -1, np.int32)
+    scores0 = np.zeros(num_keypoints0, np.float16)
+    if len(matches):
+        matches0[matches[:, 0]] = matches[:, 1]
+        scores0[matches[:, 0]] = np.asarray(scores, np.float16)
+    return {"matches0": matches0, "matching_scores0": scores0}
+
+
+def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
+    """The key of a pair in an open hloc match file and whether it is stored the other way round
+    (``name1/name0``), as hloc's ``find_pair`` looks it up; ``None`` when absent."""
+    for key, reverse in ((names_to_pair(name0, name1), False), (names_to_pair(name1, name0), True),
+                         (names_to_pair(name0, name1, "_"), False), (names_to_pair(name1, name0, "_"), True)):
+        if key in f and isinstance(f[key], h5py.Group) and "matches0" in f[key]:
+            return key, reverse
+    return None
+
+
+class MatchReader:
+    """Read pairs from an hloc ``matches.h5`` (written by hloc or by visloc); keep one open per process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(self.path, "match file does not exist")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise InputError(self.path, f"cannot open HDF5 file ({e})") from None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> MatchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        return find_pair(self._file, *pair) is not None
+
+    def read(self, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
+        """Matches of ``(name0, name1)`` as ``(M, 2)`` int index pairs (keypoint of name0, of name1) and
+        ``(M,)`` float32 scores (1 where the file has no ``matching_scores0``).
+
+        Raises:
+            InputError: the pair is not in the file.
+        """
+        found = find_pair(self._file, name0, name1)
+        if found is None:
+            raise InputError(self.path, f"no matches for the pair {name0} {name1}")
+        key, reverse = found
+        g = self._file[key]
+        matches0 = np.asarray(g["matches0"][()]).astype(np.int64)
+        scores0 = (np.asarray(g["matching_scores0"][()], np.float32) if "matching_scores0" in g
+                   else np.ones(len(matches0), np.float32))
+        i0 = np.flatnonzero(matches0 >= 0)
+        pairs = np.stack([i0, matches0[i0]], axis=1)
+        scores = scores0[i0]
+        if reverse:
+            pairs = pairs[:, ::-1]
+            order = np.argsort(pairs[:, 0], kind="stable")
+            pairs, scores = pairs[order], scores[order]
+        return np.ascontiguousarray(pairs), scores

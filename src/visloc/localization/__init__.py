@@ -1,17 +1,43 @@
-"""Maps of database images and the localization of queries against them."""
+"""Maps of database images and the localization of queries against them, as stages with file contracts:
+``build_map`` -> ``retrieve`` (pairs.txt) -> ``match_pairs`` (features.h5, matches.h5) -> ``localize``
+(poses.txt), the last one composing the others in process."""
 
 from .build import MapSummary, build_map
+from .estimators import (
+    EssentialConfig,
+    PnPConfig,
+    RelPoseEstimatorConfig,
+    UnifiedConfig,
+    estimator_config,
+    estimators,
+)
 from .localize import LocalizeConfig, Localizer, LocalizeSummary, QueryResult, localize
 from .map import Map, MapConfig
+from .match import MatchConfig, MatchSummary, PairMatcher, match_pairs
+from .retrieve import RetrievalConfig, Retriever, RetrieveSummary, retrieve
 
 __all__ = [
+    "EssentialConfig",
     "LocalizeConfig",
     "LocalizeSummary",
     "Localizer",
     "Map",
     "MapConfig",
     "MapSummary",
+    "MatchConfig",
+    "MatchSummary",
+    "PairMatcher",
+    "PnPConfig",
     "QueryResult",
+    "RelPoseEstimatorConfig",
+    "RetrievalConfig",
+    "RetrieveSummary",
+    "Retriever",
+    "UnifiedConfig",
     "build_map",
+    "estimator_config",
+    "estimators",
     "localize",
+    "match_pairs",
+    "retrieve",
 ]

@@ -255,9 +255,16 @@ def build_map(
     frameset = data if isinstance(data, FrameSet) else load_frames(data, split=split, **dataset_options)
     skipped = list(frameset.skipped)
     frames = [f for f in frameset.frames if f.pose is not None]
-    skipped += [Skipped(f.name, f.image_path, "no ground-truth pose") for f in frameset.frames if f.pose is None]
+    retrieval_only = not frames and bool(frameset.frames) and config.points in ("none", "auto")
+    if retrieval_only:  # images without any pose: a map to search, not to localize in
+        logger.info("no database poses: building a retrieval-only map (no 3D points)")
+        frames = list(frameset.frames)
+        config = dataclasses.replace(config, points="none")
+    skipped += [Skipped(f.name, f.image_path, "no ground-truth pose") for f in frameset.frames if f.pose is None
+                and not retrieval_only]
     if not frames:
-        raise InputError(frameset.root, "no database image with a pose to build a map from")
+        raise InputError(frameset.root, "no database image with a pose to build a map from (a retrieval-only "
+                                        "map of images without poses needs --points none)")
     manifest_path = out / M.MANIFEST
     _check_started_config(out / BUILD_CONFIG, {"config": dataclasses.asdict(config), "split": split,
                                                "source": str(frameset.root)})
@@ -271,7 +278,7 @@ def build_map(
     _global_stage(frames, out, config)
     points = _points_stage(frames, out, config.points, triangulation)
 
-    write_poses(out / M.POSES, {f.name: f.pose for f in frames})
+    write_poses(out / M.POSES, {f.name: f.pose for f in frames if f.pose is not None})
     write_cameras(out / M.CAMERAS, {f.name: f.camera for f in frames})
     manifest = {
         "format": "visloc-map",
@@ -279,6 +286,7 @@ def build_map(
         "config": dataclasses.asdict(config),
         "triangulation": dataclasses.asdict(triangulation),
         "points": points,
+        "retrieval_only": retrieval_only,
         "source": {"path": str(frameset.root), "format": frameset.format, "split": split},
         "versions": _versions(),
         "names": [f.name for f in frames],

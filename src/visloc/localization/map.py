@@ -4,7 +4,8 @@ A map folder holds, in formats hloc users know::
 
     MAP/map.json              manifest: config, versions, image list (written last: its presence
                               means the map is complete)
-    MAP/poses.txt             database poses, hloc format (name qw qx qy qz tx ty tz, world-to-camera)
+    MAP/poses.txt             database poses, hloc format (name qw qx qy qz tx ty tz, world-to-camera);
+                              empty in a retrieval-only map (built from images without poses)
     MAP/cameras.txt           database intrinsics, hloc query-list format (name MODEL W H params...)
     MAP/local_features.h5     keypoints / descriptors / scores / image_size per image (hloc layout)
     MAP/global_features.h5    global_descriptor per image
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ class Map:
         self.image_paths: dict[str, Path] = {n: Path(p) for n, p in self.manifest["image_paths"].items()}
         self.poses: dict[str, Pose] = read_poses(self.root / POSES)
         self.cameras: dict[str, Camera] = read_cameras(self.root / CAMERAS)
-        missing = [n for n in self.names if n not in self.poses or n not in self.cameras]
+        missing = [n for n in self.names if n not in self.cameras or (self.poses and n not in self.poses)]
         if missing:
             raise InputError(self.root, f"{len(missing)} images lack a pose or camera, e.g. {missing[0]}")
         self.config = MapConfig(**self.manifest["config"])
@@ -126,6 +127,21 @@ class Map:
     @property
     def has_points(self) -> bool:
         return self._points is not None
+
+    @property
+    def has_poses(self) -> bool:
+        """``False`` for a retrieval-only map (images without poses): it can be searched, not localized in."""
+        return bool(self.poses)
+
+    @cached_property
+    def extractor(self):
+        """The map's local-feature extractor (made once; queries must use the same)."""
+        return self.make_extractor()
+
+    @cached_property
+    def descriptor(self):
+        """The map's global-descriptor plug-in with its state (made once; queries must use the same)."""
+        return self.make_global_descriptor()
 
     def make_extractor(self):
         return extractors.create(self.config.extractor, **self.config.extractor_options)

@@ -25,13 +25,8 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..registry import Registry
-from .weights import (
-    IMAGENET_WEIGHTS,
-    imagenet_cache_path,
-    load_state_dict_file,
-    load_state_into,
-    networks,
-)
+from .registry import networks
+from .weights import IMAGENET_WEIGHTS, imagenet_cache_path, load_state_dict_file, load_state_into
 
 #: ImageNet channel statistics (RGB, images in [0, 1]) that every backbone expects to be removed.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -40,7 +40,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..geometry.warps import THETA_DIM, Warp, identity_theta, warp_source_to_target
 from .backbones import Backbone, BackboneConfig, build_backbone
-from .weights import networks
+from .registry import networks
 
 #: Upstream's epsilon of the feature / correlation L2 normalisation (inside the square root).
 L2_EPS = 1e-6

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..geometry.pose import Pose
 from ..geometry.rotation import matrix_to_quat, quat_to_matrix
 from .backbones import BackboneConfig, build_backbone
-from .weights import networks
+from .registry import networks
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 One shared encoder turns each image into a global descriptor; the concatenation
 ``[desc_db, desc_query]`` (database first, as the original) is regressed to the relative pose label of
-:mod:`visloc.models.labels`: translation ``t (3)`` and quaternion ``q (4)``, with no unit-norm constraint
-on either output (normalise at use). Two heads:
+:mod:`visloc.geometry.relative_pose`: translation ``t (3)`` and quaternion ``q (4)``, with no unit-norm
+constraint on either output (normalise at use). Two heads:
 
 * ``original`` (Lua code, ``model.lua``): Linear(2D -> hidden) -> BatchNorm1d -> ReLU -> Dropout(p) ->
   Linear(hidden -> 3) and Linear(hidden -> 4); dropout ``p = 0.5``.
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..geometry.relative_pose import check_frame
 from .backbones import BackboneConfig, build_backbone, count_parameters
 from .cnngeometric import feature_correlation, feature_l2_norm, stride_split
-from .labels import check_frame
 from .posenet import PoseNet, PoseNetConfig
-from .weights import networks
+from .registry import networks
 
 #: Head variants and their default dropout.
 HEAD_DROPOUT = {"original": 0.5, "pytorch_port": 0.3, "correlation": 0.3}
@@ -49,12 +49,13 @@ CORRELATION_CHANNELS = (128, 128, 64)
 class RelPoseConfig:
     """Attributes:
     backbone: the shared encoder (the original: ``resnet34`` with ImageNet weights).
-    head: ``"original"`` (BN + ReLU + dropout) or ``"pytorch_port"`` (dropout only).
+    head: ``"original"`` (Linear-BN-ReLU-Dropout, the Lua code), ``"pytorch_port"`` (Linear-Dropout) or
+        ``"correlation"`` (visloc: regress from the two feature maps' correlation volume).
     hidden: width of the hidden layer (1024 in both published versions, = 2 x 512).
     dropout: dropout probability; ``None`` takes the head's published value (0.5 original, 0.3 port).
     translation_frame: frame of the translation label the network is trained on: ``"camera"``
         (scene-agnostic, visloc's default) or ``"world"`` (the original); see
-        :mod:`visloc.models.labels`. The network does not use it; it travels with the weights so that
+        :mod:`visloc.geometry.relative_pose`. The network does not use it; it travels with the weights so that
         predictions are read in the right frame.
     pool_grid: ``(rows, cols)`` cells of the encoder's average pooling. ``(1, 1)`` is the original's
         global average pooling; a coarse grid such as ``(2, 2)`` keeps where things are in the image
@@ -219,7 +220,7 @@ class RelPoseNet(nn.Module):
 
         Returns:
             ``t (B, 3)`` and ``q (B, 4)`` (w-first, not normalised), in the label convention of
-            :mod:`visloc.models.labels` with frame ``config.translation_frame``.
+            :mod:`visloc.geometry.relative_pose` with frame ``config.translation_frame``.
         """
         if desc_db.shape != desc_query.shape or desc_db.ndim != 2:
             raise ValueError(
@@ -285,7 +286,7 @@ def relpose_loss(
 ) -> torch.Tensor:
     """The original's loss: ``MSE(t) + beta * MSE(q)`` (means over batch and components).
 
-    The labels' quaternions have ``w >= 0`` (:func:`~visloc.models.labels.relative_pose_label`, kept by
+    The labels' quaternions have ``w >= 0`` (:func:`~visloc.geometry.relative_pose.relative_pose_label`, kept by
     the pair swap), so no sign alignment happens here.
 
     Args:

@@ -1,25 +1,17 @@
-"""Where network weights come from, and the checkpoints of the models visloc trains.
+"""Where network weights come from: the ImageNet weights of the hub cache, and state-dict files.
 
 Weights policy (DESIGN.md section 7): ImageNet weights of torchvision backbones are read **only** from the
 torch hub cache, ``torch.hub.get_dir()/checkpoints/<file name of the torchvision URL>`` (``$TORCH_HOME``);
 nothing is downloaded implicitly. :func:`download_weights` fills the cache for users who are online,
 with torch's own hash check. Every file is read with ``torch.load(weights_only=True, map_location="cpu")``
-and every error names the file.
+and every error names the file (:func:`read_torch_file`).
 
-Checkpoints (:func:`save_model` / :func:`load_model`) hold plain data only::
-
-    {"state_dict": {...}, "config": {"model": "relpose", **dataclasses.asdict(config)},
-     "versions": {"visloc": ..., "torch": ..., "torchvision": ...}, "metrics": {...}}
-
-so they load with ``weights_only=True``; the model is rebuilt from ``config`` through the
-:data:`networks` registry, without reading any pretrained weights (the state dict replaces them).
+The checkpoints of the models visloc trains are :mod:`visloc.models.checkpoint`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,12 +21,6 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..io.atomic import atomic_path
-from ..registry import Registry, config_to_dict
-
-#: Trainable networks that :func:`load_model` can rebuild from a checkpoint. Factories are called as
-#: ``factory(config, load_weights=True)``; ``load_weights=False`` builds the architecture only.
-networks: Registry[nn.Module] = Registry("network")
 
 #: The torchvision ImageNet weights of each backbone: (weights enum, member). Pinned, so that the cache
 #: file name does not change when torchvision changes its ``DEFAULT``.
@@ -43,9 +29,6 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
     "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
     "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V2"),
 }
-
-#: Checkpoint keys written by :func:`save_model`.
-CHECKPOINT_KEYS = ("state_dict", "config", "versions", "metrics")
 
 
 # --- ImageNet weights in the torch hub cache -----------------------------------------------------
@@ -104,7 +87,16 @@ def download_weights(name: str, progress: bool = True) -> Path:
 # --- reading state dicts -------------------------------------------------------------------------
 
 
-def _torch_load(path: Path, what: str) -> Any:
+def read_torch_file(path: Path, what: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``; errors raise :class:`InputError`.
+
+    Args:
+        path: the file.
+        what: the file in words for the messages, e.g. ``"checkpoint"``.
+
+    Raises:
+        InputError: a missing file, or one that is not a torch file of plain data.
+    """
     if not path.is_file():
         raise InputError(path, f"{what} not found")
     try:
@@ -117,12 +109,12 @@ def load_state_dict_file(path: str | Path, submodule: str | None = None) -> dict
     """Read a state dict (a mapping of names to tensors) with ``weights_only=True`` on the CPU.
 
     Args:
-        path: a state-dict file, or a visloc model written by :func:`save_model`.
+        path: a state-dict file, or a visloc model written by :func:`~visloc.models.checkpoint.save_model`.
         submodule: with a visloc model, keep only the weights under this prefix (e.g. ``"encoder"``), with
             the prefix removed: a trained network's encoder initialises another network's backbone.
     """
     path = Path(path).expanduser()
-    state = _torch_load(path, "weights file")
+    state = read_torch_file(path, "weights file")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping) and "config" in state:
         state = state["state_dict"]  # a visloc model file
         if submodule is not None:
@@ -173,117 +165,12 @@ def load_state_into(
     module.load_state_dict(state, strict=True)
 
 
-# --- checkpoints of trained models -----------------------------------------------------------------
-
-
-def _network_name(config: Any) -> str:
-    for name in networks.names():
-        if type(config) is networks.entry(name).config_cls:
-            return name
-    raise ConfigError(
-        f"{type(config).__name__} is not the config of a registered network ({networks.names()})"
-    )
-
-
-def config_from_dict(config_cls: type, values: Mapping[str, Any]) -> Any:
-    """Rebuild a (possibly nested) config dataclass from :func:`~visloc.registry.config_to_dict` output.
-
-    Unknown keys raise :class:`ConfigError`; missing keys take the field defaults.
-    """
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for {config_cls.__name__}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(config_cls)
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints.get(key)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            value = config_from_dict(hint, value)
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
-            value = tuple(value)
-        kwargs[key] = value
-    return config_cls(**kwargs)
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "visloc": str(__version__),
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-    }
-
-
-def save_model(
-    path: str | Path, model: nn.Module, config: Any, metrics: Mapping[str, Any] | None = None
-) -> Path:
-    """Write a checkpoint that :func:`load_model` rebuilds without the code that trained it.
-
-    Args:
-        path: output file (``.pt``); written atomically.
-        model: the network, any device (tensors are saved on the CPU).
-        config: its config dataclass (a registered :data:`networks` config, e.g. ``RelPoseConfig``).
-        metrics: plain numbers / strings to keep with the weights (validation errors, epochs ...).
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    checkpoint = {
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "config": {"model": _network_name(config), **config_to_dict(config)},
-        "versions": _versions(),
-        "metrics": dict(metrics or {}),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return path
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint written by :func:`save_model` (read with ``weights_only=True``)."""
-    path = Path(path).expanduser()
-    checkpoint = _torch_load(path, "checkpoint")
-    if (
-        not isinstance(checkpoint, dict)
-        or not isinstance(checkpoint.get("state_dict"), Mapping)
-        or "config" not in checkpoint
-    ):
-        raise InputError(path, "not a visloc model checkpoint (expected keys 'state_dict' and 'config')")
-    config = checkpoint["config"]
-    if not isinstance(config, dict) or "model" not in config:
-        raise InputError(path, "checkpoint config does not name its model ('model' key)")
-    return checkpoint
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a network saved by :func:`save_model` and load its weights.
-
-    The architecture comes from the embedded config through :data:`networks`; no pretrained weights are
-    read (a config that says ``weights="imagenet"`` does not need the hub cache here).
-
-    Args:
-        path: the checkpoint.
-        device: where to put the model.
-
-    Returns:
-        The model in eval mode; its config is ``model.config``.
-    """
-    from . import backbones, cnngeometric, posenet, relpose  # noqa: F401  (register the networks)
-
-    path = Path(path).expanduser()
-    checkpoint = read_checkpoint(path)
-    options = dict(checkpoint["config"])
-    name = options.pop("model")
-    try:
-        entry = networks.entry(name)
-        config = config_from_dict(entry.config_cls, options)
-        model = entry.factory(config, load_weights=False)
-    except ConfigError as e:
-        raise InputError(path, f"checkpoint config cannot be used: {e}") from None
-    load_state_into(model, checkpoint["state_dict"], path, f"network {name!r}")
-    return model.to(device).eval()
+__all__ = [
+    "IMAGENET_WEIGHTS",
+    "download_weights",
+    "imagenet_cache_path",
+    "imagenet_weights_url",
+    "load_state_dict_file",
+    "load_state_into",
+    "read_torch_file",
+]

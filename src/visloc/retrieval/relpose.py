@@ -44,6 +44,8 @@ class RelPoseDescriptor:
     """
 
     needs_fit = False
+    #: Whether ``descriptor(image, features)`` needs the local features (reads the image itself).
+    needs_local_features = False
 
     def __init__(self, config: RelPoseDescriptorConfig = RelPoseDescriptorConfig()) -> None:
         self.config = config
@@ -53,7 +55,7 @@ class RelPoseDescriptor:
 
     @cached_property
     def _loaded(self):
-        from ..models.weights import load_model, read_checkpoint
+        from ..models.checkpoint import load_model, read_checkpoint
 
         model = load_model(self.path, self.config.device).eval()
         preprocess = read_checkpoint(self.path).get("metrics", {}).get("preprocess", {})
@@ -69,7 +71,7 @@ class RelPoseDescriptor:
         return self._loaded[0].config.translation_frame
 
     def _batch(self, images: list[np.ndarray]):
-        from ..training.data import eval_batch
+        from ..models.preprocess import eval_batch
 
         _, resize, crop = self._loaded
         return eval_batch(images, resize, crop).to(self.config.device)

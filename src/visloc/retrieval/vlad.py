@@ -39,6 +39,8 @@ class VLAD:
     """``VLAD(config)``; :meth:`fit` on the map's local descriptors, then ``vlad(image, features)``."""
 
     needs_fit = True
+    #: Whether ``descriptor(image, features)`` needs the local features (aggregates the image's local descriptors).
+    needs_local_features = True
 
     def __init__(self, config: VLADConfig = VLADConfig()) -> None:
         self.config = config

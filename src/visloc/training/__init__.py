@@ -7,7 +7,11 @@
 * :mod:`~visloc.training.loop` -- :func:`fit`: Adam, step schedule, validation, AMP on CUDA, DDP under
   torchrun, atomic checkpoints, exact resume, ``metrics.json``.
 * :mod:`~visloc.training.relpose` / :mod:`~visloc.training.posenet` -- :func:`train_relpose` and
-  :func:`train_posenet` with frozen configs; :mod:`~visloc.training.cli` -- ``visloc train``.
+  :func:`train_posenet` with frozen configs (the :class:`LoopConfig` and :class:`TransformConfig` nested);
+  :mod:`~visloc.training.cli` -- ``visloc train``, its options derived from the configs by
+  :mod:`~visloc.training.config_cli`.
+* :mod:`~visloc.training.semantic` / :mod:`~visloc.training.semantic_losses` -- :func:`train_semantic`
+  and the losses of the semantic matchers (their models and data are :mod:`visloc.semantic`).
 
 Heavy modules (torch, torchvision) load on first use of a name, so ``import visloc.training`` is cheap.
 """
@@ -44,14 +48,9 @@ _EXPORTS = {
     "TrainPoseNetConfig": "posenet",
     "tiny_posenet_config": "posenet",
     "train_posenet": "posenet",
-    "SyntheticWarpConfig": "semantic_data",
-    "SyntheticWarpPairs": "semantic_data",
-    "KeypointPairs": "semantic_data",
-    "KeypointPairsConfig": "semantic_data",
     "SemanticLossConfig": "semantic_losses",
     "semantic_loss": "semantic_losses",
     "TrainSemanticConfig": "semantic",
-    "tiny_matcher_config": "semantic",
     "train_semantic": "semantic",
 }
 

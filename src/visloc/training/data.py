@@ -9,7 +9,10 @@ Preprocessing follows Publication V (``construct_minibatch.lua``):
 * evaluation: the centre crop;
 * ImageNet mean/std normalisation;
 * training pairs: with probability ``swap_prob`` (0.5) the two images change places and the label is
-  replaced by the exact label of the swapped pair (:func:`visloc.models.labels.swap_label`).
+  replaced by the exact label of the swapped pair (:func:`visloc.geometry.relative_pose.swap_label`).
+
+The evaluation transform and the per-sample generator are :mod:`visloc.models.preprocess` (inference uses
+them too).
 
 **Reproducibility.** Every random choice of a sample comes from a generator seeded with
 ``(seed, epoch, index)``, never from the global RNG, so a sample is the same whatever the number of
@@ -31,9 +34,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..datasets import Frame
 from ..errors import ConfigError
+from ..geometry.relative_pose import check_frame, swap_label
 from ..io.images import read_image
-from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
-from ..models.labels import check_frame, swap_label
+from ..models.preprocess import eval_transform, normalize, sample_generator
 from .pairs import RelPosePair
 
 
@@ -63,12 +66,6 @@ class TransformConfig:
             raise ConfigError(f"jitter must be in [0, 1), got {self.jitter}")
 
 
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A CPU generator determined by ``(seed, epoch, index)`` only."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-
-
 def _uniform(gen: torch.Generator, low: float, high: float) -> float:
     return float(low + (high - low) * torch.rand((), generator=gen, dtype=torch.float64))
 
@@ -81,43 +78,6 @@ def load_resized(path: str | Path, resize: int) -> torch.Tensor:
     """
     img = torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1).contiguous()  # own, writable copy
     return TF.resize(img, [resize], antialias=True)
-
-
-def normalize(img: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` float in ``[0, 1]`` -> ImageNet-normalised ``(3, H, W)``."""
-    return TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))
-
-
-def eval_transform(img: torch.Tensor, crop: int) -> torch.Tensor:
-    """Centre crop and normalise.
-
-    Args:
-        img: ``(3, H, W)`` ``uint8`` (already resized).
-        crop: output side.
-
-    Returns:
-        ``(3, crop, crop)`` float32, ImageNet-normalised.
-    """
-    img = TF.center_crop(img, [crop, crop])
-    return normalize(TF.to_dtype(img, torch.float32, scale=True))
-
-
-def eval_batch(images: Sequence[np.ndarray], resize: int, crop: int) -> torch.Tensor:
-    """Inference preprocessing of in-memory images, identical to the evaluation transform of training.
-
-    Args:
-        images: ``(H, W, 3)`` uint8 RGB arrays.
-        resize: shorter side after resizing.
-        crop: side of the centre crop.
-
-    Returns:
-        ``(N, 3, crop, crop)`` float32, ImageNet-normalised.
-    """
-    out = []
-    for img in images:
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # writable copy
-        out.append(eval_transform(TF.resize(x, [resize], antialias=True), crop))
-    return torch.stack(out)
 
 
 def train_transform(img: torch.Tensor, crop: int, jitter: float, gen: torch.Generator,

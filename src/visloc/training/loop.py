@@ -22,7 +22,9 @@ over the batch). What it does, and where it writes (``out_dir``):
 * **resume** (``resume=True``) continues from ``out_dir/last.pt``: with the same config the result is
   the same as an uninterrupted run, because every epoch reseeds the global RNGs from
   ``(seed, epoch, rank)``, the data order depends on ``(seed, epoch)`` and the data augmentation on
-  ``(seed, epoch, index)``. Only :data:`RESUME_MAY_CHANGE` may differ from the checkpoint's config.
+  ``(seed, epoch, index)``. Only :data:`RESUME_MAY_CHANGE` may differ from the checkpoint's config, whose
+  loop settings are under ``"loop"``; a checkpoint of an older visloc that kept them (and the image
+  preprocessing) at the top level of its config resumes too (:func:`check_resume_config`).
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ logger = logging.getLogger(__name__)
 #: the mean over the samples of the batch.
 LossFn = Callable[[nn.Module, Sequence[torch.Tensor]], torch.Tensor]
 
-#: Top-level keys of the training config that may differ between a checkpoint and a resumed run.
-RESUME_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "progress"})
+#: Settings of the training config (dotted paths; the :class:`LoopConfig` sits under ``"loop"``) that may
+#: differ between a checkpoint and a resumed run.
+RESUME_MAY_CHANGE = frozenset({"loop.epochs", "loop.device", "loop.num_workers", "loop.progress"})
 METRICS = "metrics.json"
 
 
@@ -181,10 +184,12 @@ class LoopConfig:
         batch_size: samples per step and process.
         lr: initial Adam learning rate.
         weight_decay: Adam weight decay (the original's was effectively 0).
-        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma``.
-        gamma: the decay factor.
-        seed: seed of the data order and of every epoch's global RNGs.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma`` (the Lua
+            original's 1-based epochs 31, 51, 81, ... are 30, 50, 80, ...).
+        gamma: learning-rate decay factor at each milestone.
+        seed: seed of the model initialisation, the data order and augmentation, and every epoch's global
+            RNGs.
+        device: where to train: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         num_workers: DataLoader worker processes (per process).
         amp: float16 autocast + GradScaler (CUDA only; ignored with a warning elsewhere).
         channels_last: run the model and images in ``channels_last`` memory format.
@@ -205,6 +210,7 @@ class LoopConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -246,18 +252,45 @@ def _with_defaults(saved: Any, defaults: Any) -> Any:
     return out
 
 
+def _nested_like(saved: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` with the settings that an older visloc kept at the top level moved into the sections of
+    ``current`` that hold them now (``epochs`` -> ``loop.epochs``, ``crop`` -> ``transform.crop``)."""
+    out = dict(saved)
+    for section, fields in current.items():
+        if isinstance(fields, dict) and section not in out:
+            moved = {k: out.pop(k) for k in fields if k in out and k not in current}
+            if moved:
+                out[section] = moved
+    return out
+
+
+def _leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> value of every non-dict value of a nested dict."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def check_resume_config(
     saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
 ) -> None:
     """Raise :class:`ConfigError` when a resumed run's config differs from the checkpoint's beyond
     :data:`RESUME_MAY_CHANGE`.
 
+    A checkpoint whose config keeps at the top level what ``current`` nests in a section (the flat layout
+    of visloc before the loop and transform settings were nested) is read in the nested layout.
     ``defaults`` (the config class's defaults as plain data) fills settings that the checkpoint does not
     record because they were added to visloc after it was written: a new setting's default keeps the
     earlier behaviour, so such a checkpoint resumes when the current run leaves it at the default."""
-    a, b = _plain(dict(saved)), _plain(dict(current))
+    b = _plain(dict(current))
+    a = _nested_like(_plain(dict(saved)), b)
     if defaults is not None:
         a = _with_defaults(a, _plain(dict(defaults)))
+    a, b = _leaves(a), _leaves(b)
     keys = sorted((set(a) | set(b)) - RESUME_MAY_CHANGE)
     changed = [k for k in keys if a.get(k) != b.get(k)]
     if changed:
@@ -358,7 +391,8 @@ def fit(
         out_dir: folder of ``last.pt``, ``best.pt`` and ``metrics.json``.
         config: optimisation settings.
         run_config: the full training config as plain data, embedded in every checkpoint and
-            ``metrics.json`` and compared on resume.
+            ``metrics.json`` and compared on resume (``config`` under ``"loop"``, so that
+            :data:`RESUME_MAY_CHANGE` applies).
         run_defaults: the config class's defaults as plain data: on resume they stand in for settings
             the checkpoint predates (:func:`check_resume_config`).
         resume: continue from ``out_dir/last.pt`` when it exists (else start afresh, with a log line).
@@ -510,28 +544,3 @@ def _metrics(base: Mapping[str, Any], history: list[dict[str, Any]], best: Mappi
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         **base,
     }
-
-
-class LoopViewMixin:
-    """The ``loop`` view of a training config that defines the :class:`LoopConfig` fields (``epochs``,
-    ``batch_size``, ``lr``, ``weight_decay``, ``milestones``, ``gamma``, ``seed``, ``device``,
-    ``num_workers``, ``amp``, ``channels_last``, ``progress``)."""
-
-    @property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            milestones=self.milestones, gamma=self.gamma, seed=self.seed, device=self.device,
-            num_workers=self.num_workers, amp=self.amp, channels_last=self.channels_last, progress=self.progress,
-        )
-
-
-class TrainingRunMixin(LoopViewMixin):
-    """The ``transform`` and ``loop`` views of the image-regression training configs (which also define
-    ``resize``, ``crop``, ``jitter`` and ``random_crop``)."""
-
-    @property
-    def transform(self):
-        from .data import TransformConfig
-
-        return TransformConfig(self.resize, self.crop, self.jitter, self.random_crop)

@@ -281,7 +281,7 @@ def sample_scene_pairs(
         scene_id: value of the scene column.
         config: sampling settings.
         translation_frame: frame of the translation label, passed to
-            :func:`visloc.models.labels.relative_pose_label`.
+            :func:`visloc.geometry.relative_pose.relative_pose_label`.
         queries: frames of the same scene to pair with ``frames``. Given, every pair is
             (database from ``frames``, query from ``queries``), as at test time (validation pairs);
             otherwise pairs are drawn within ``frames`` and each pair's order is random.
@@ -289,7 +289,7 @@ def sample_scene_pairs(
     Returns:
         Pairs sorted by (db, query) name.
     """
-    from ..models.labels import relative_pose_label
+    from ..geometry.relative_pose import relative_pose_label
 
     frames = sorted(frames, key=lambda f: f.name)
     second = None if queries is None else sorted(queries, key=lambda f: f.name)

@@ -5,7 +5,7 @@ scene with ``MSE(centre) + beta * MSE(q)`` (:func:`~visloc.models.posenet.posene
 the same scene's ``val_split`` frames, through :func:`visloc.training.loop.fit` (devices, DDP,
 checkpoints, resume and ``metrics.json`` as there). The preprocessing is the relative-pose network's
 (:mod:`visloc.training.data`). Outputs in ``out_dir``: ``last.pt``, ``best.pt``, ``model.pt``
-(:func:`~visloc.models.weights.save_model`) and ``metrics.json``.
+(:func:`~visloc.models.checkpoint.save_model`) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from ..errors import ConfigError
 from ..models.backbones import BackboneConfig
 from ..models.posenet import PoseNet, PoseNetConfig, posenet_loss
 from ..registry import config_to_dict
-from .data import PoseNetImages
+from .config_cli import ConfigOptions
+from .data import PoseNetImages, TransformConfig
 from .loop import (
+    LoopConfig,
     LossFn,
-    TrainingRunMixin,
     fit,
     init_distributed,
     seed_everything,
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainPoseNetConfig(TrainingRunMixin):
+class TrainPoseNetConfig:
     """Everything that determines a PoseNet training run (for one scene).
 
     Attributes:
@@ -48,64 +49,44 @@ class TrainPoseNetConfig(TrainingRunMixin):
         val_split: ``"holdout"`` (default: every ``val_every``-th training frame of each sequence is held
             out for validation), a split name (its frames of the same scene), or ``None``.
         val_every: hold-out period of ``"holdout"`` validation.
-        resize: shorter image side after resizing.
-        crop: network input side.
-        jitter: colour-jitter strength.
-        random_crop: random training crops, or the evaluation's centre crop.
-        batch_size: images per step and process.
-        epochs: number of epochs.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        transform: image preprocessing (the relative-pose network's).
         beta: weight of the quaternion term (Kendall et al. used 120-750 indoors with positions in metres).
-        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma``.
-        gamma: learning-rate decay factor.
-        seed: seed of initialisation, data order and augmentation.
-        device: ``auto`` (cuda -> mps -> cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        num_workers: DataLoader workers per process.
-        amp: mixed precision on CUDA.
-        channels_last: channels-last memory format.
         cache_images: keep resized images in memory (per worker).
-        progress: tqdm progress bars.
+        loop: optimisation settings; here 32 images per step and process, 30 epochs, Adam at lr 1e-3 x0.1
+            after epoch 20 and 2 DataLoader workers per process.
     """
 
     model: PoseNetConfig = PoseNetConfig()
     train_split: str = "train"
     val_split: str | None = HOLDOUT
     val_every: int = 10
-    resize: int = 256
-    crop: int = 224
-    jitter: float = 0.4
-    random_crop: bool = True
-    batch_size: int = 32
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    transform: TransformConfig = TransformConfig()
     beta: float = 250.0
-    milestones: tuple[int, ...] = (20,)
-    gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 2
-    amp: bool = False
-    channels_last: bool = False
     cache_images: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        self.transform  # noqa: B018  (validates resize / crop / jitter)
-        self.loop  # noqa: B018  (validates the optimisation settings)
-
+    loop: LoopConfig = LoopConfig(epochs=30, batch_size=32, milestones=(20,), num_workers=2)
 
     def to_dict(self, scene: str) -> dict[str, Any]:
         """Plain-data form embedded in checkpoints and ``metrics.json``."""
         return {"task": "posenet", "scene": scene, **config_to_dict(self)}
 
 
+#: The options of ``visloc train posenet``: one per leaf field of :class:`TrainPoseNetConfig`, named after
+#: the field but for these (:mod:`visloc.training.config_cli`).
+POSENET_OPTIONS = ConfigOptions(TrainPoseNetConfig(), names={
+    "model.backbone.name": "backbone",
+    "transform.random_crop": "random_crop/centre_crop",
+})
+
+
 def tiny_posenet_config(**overrides: Any) -> TrainPoseNetConfig:
-    """A CPU-sized setting: the ``tiny`` encoder from random initialisation at 128 px (crop 112)."""
+    """A CPU-sized setting: the ``tiny`` encoder from random initialisation at 128 px (crop 112).
+
+    ``overrides`` as on the command line, by option name (``epochs=5``, ``crop=64``), or whole top-level
+    fields (``model=...``): :meth:`~visloc.training.config_cli.ConfigOptions.replace`.
+    """
     model = PoseNetConfig(BackboneConfig("tiny", "none", allow_random_init=True), hidden=256)
-    return dataclasses.replace(TrainPoseNetConfig(model=model, resize=128, crop=112), **overrides)
+    tiny = POSENET_OPTIONS.replace(TrainPoseNetConfig(model=model), resize=128, crop=112)
+    return POSENET_OPTIONS.replace(tiny, **overrides)
 
 
 def _loss(beta: float) -> LossFn:
@@ -141,9 +122,9 @@ def train_posenet(
         InputError: a missing data set or absent ImageNet weights (checked before any work).
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(config.loop.device)
     try:
-        seed_everything(config.seed)
+        seed_everything(config.loop.seed)
         model = PoseNet(config.model)
         train_frames = load_frames(data_root, split=config.train_split)
         if scene not in train_frames.scenes:
@@ -156,7 +137,7 @@ def train_posenet(
         elif config.val_split:
             val = [f for f in load_frames(data_root, split=config.val_split).frames
                    if f.scene == scene and f.pose is not None]
-        common = {"transform": config.transform, "seed": config.seed, "cache_images": config.cache_images}
+        common = {"transform": config.transform, "seed": config.loop.seed, "cache_images": config.cache_images}
         train_set = PoseNetImages(frames, train=True, **common)
         val_set = PoseNetImages(val, train=False, **common) if val else None
         for ds in (train_set, val_set):

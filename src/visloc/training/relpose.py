@@ -7,8 +7,8 @@ with ``MSE(t) + beta * MSE(q)`` through :func:`visloc.training.loop.fit`.
 
 Outputs in ``out_dir`` (rank 0 only): ``pairs_train.txt`` / ``pairs_val.txt`` (Publication V format, with
 JSON sidecars), ``last.pt`` / ``best.pt`` (resumable training checkpoints), ``model.pt`` (the best
-weights, written with :func:`visloc.models.weights.save_model`, so
-:func:`~visloc.models.weights.load_model` rebuilds it) and ``metrics.json``.
+weights, written with :func:`visloc.models.checkpoint.save_model`, so
+:func:`~visloc.models.checkpoint.load_model` rebuilds it) and ``metrics.json``.
 
 **Learning rate.** The Lua original used Adam at lr 0.1 with steps at epochs 31/51/81/111/151/201
 (x0.1 each) for up to 250 epochs from ImageNet weights; the PyTorch port Adam at 1e-3 halved every
@@ -31,15 +31,16 @@ from torch import nn
 from ..datasets import Frame, FrameSet, load_frames
 from ..errors import ConfigError
 from ..models.backbones import BackboneConfig
+from ..models.checkpoint import save_model
 from ..models.relpose import RelPoseConfig, RelPoseNet, relpose_loss
-from ..models.weights import save_model
 from ..registry import config_to_dict
 from .checkpoint import load_checkpoint
+from .config_cli import ConfigOptions
 from .data import RelPosePairs, TransformConfig
 from .loop import (
     DistContext,
+    LoopConfig,
     LossFn,
-    TrainingRunMixin,
     fit,
     init_distributed,
     seed_everything,
@@ -64,7 +65,7 @@ MODEL_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
-class TrainRelPoseConfig(TrainingRunMixin):
+class TrainRelPoseConfig:
     """Everything that determines a relative-pose training run.
 
     Attributes:
@@ -83,26 +84,13 @@ class TrainRelPoseConfig(TrainingRunMixin):
         train_pairs_file: an existing Publication V pair file to train on instead of sampling (names
             relative to the data root; labels must be in ``model.translation_frame``).
         val_pairs_file: the same for validation.
-        resize: shorter image side after resizing (Pub V: 256).
-        crop: network input side (Pub V: 224).
-        jitter: colour-jitter strength (Pub V: 0.4).
-        random_crop: random training crops (Pub V) or the evaluation's centre crop
-            (:class:`~visloc.training.data.TransformConfig`).
+        transform: image preprocessing (Pub V: resize 256, crop 224, jitter 0.4, random crops).
         swap_prob: probability of swapping a training pair (with the exact swapped label).
-        batch_size: pairs per step and process (Pub V: 64; the port: 32).
-        epochs: number of epochs.
-        lr: Adam learning rate (see the module docstring).
-        weight_decay: Adam weight decay.
         beta: weight of the quaternion term of the loss (Pub V: 1).
-        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma``.
-        gamma: learning-rate decay factor.
-        seed: seed of the model initialisation, data order and augmentation (Lua original: 333).
-        device: ``auto`` (cuda -> mps -> cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        num_workers: DataLoader workers per process.
-        amp: mixed precision on CUDA.
-        channels_last: channels-last memory format (faster convolutions on CPU and recent GPUs).
         cache_images: keep the resized images in memory (per worker; for small data sets).
-        progress: tqdm progress bars.
+        loop: optimisation settings; here 64 pairs per step and process (Pub V; the port: 32), 30 epochs,
+            Adam at lr 1e-3 (see the module docstring) x0.1 after epoch 20, seed 333 (the Lua original's)
+            and 2 DataLoader workers per process.
     """
 
     model: RelPoseConfig = RelPoseConfig()
@@ -114,46 +102,47 @@ class TrainRelPoseConfig(TrainingRunMixin):
     val_pairs_per_scene: int = 500
     train_pairs_file: str | None = None
     val_pairs_file: str | None = None
-    resize: int = 256
-    crop: int = 224
-    jitter: float = 0.4
-    random_crop: bool = True
+    transform: TransformConfig = TransformConfig()
     swap_prob: float = 0.5
-    batch_size: int = 64
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     beta: float = 1.0
-    milestones: tuple[int, ...] = (20,)
-    gamma: float = 0.1
-    seed: int = 333
-    device: str = "auto"
-    num_workers: int = 2
-    amp: bool = False
-    channels_last: bool = False
     cache_images: bool = False
-    progress: bool = True
+    loop: LoopConfig = LoopConfig(epochs=30, batch_size=64, milestones=(20,), seed=333, num_workers=2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_scenes", tuple(self.exclude_scenes))
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        self.transform  # noqa: B018  (validates resize / crop / jitter)
-        self.loop  # noqa: B018  (validates the optimisation settings)
         if not 0.0 <= self.swap_prob <= 1.0:
             raise ConfigError(f"swap_prob must be in [0, 1], got {self.swap_prob}")
         if self.val_pairs_per_scene < 1:
             raise ConfigError(f"val_pairs_per_scene must be positive, got {self.val_pairs_per_scene}")
-
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form embedded in checkpoints and ``metrics.json``."""
         return {"task": "relpose", **config_to_dict(self)}
 
 
+#: The options of ``visloc train relpose``: one per leaf field of :class:`TrainRelPoseConfig`, named after
+#: the field but for these (:mod:`visloc.training.config_cli`).
+RELPOSE_OPTIONS = ConfigOptions(TrainRelPoseConfig(), names={
+    "model.backbone.name": "backbone",
+    "exclude_scenes": "exclude_scene",
+    "pairs.max_pairs_per_scene": "pairs_per_scene",
+    "train_pairs_file": "train_pairs",
+    "val_pairs_file": "val_pairs",
+    "transform.random_crop": "random_crop/centre_crop",
+    "loop.seed": "seed",
+})
+
+
 def tiny_relpose_config(**overrides: Any) -> TrainRelPoseConfig:
-    """A CPU-sized setting: the ``tiny`` encoder from random initialisation at 128 px (crop 112)."""
+    """A CPU-sized setting: the ``tiny`` encoder from random initialisation at 128 px (crop 112), 32 pairs
+    per step.
+
+    ``overrides`` as on the command line, by option name (``epochs=5``, ``crop=64``, ``pairs_seed=1``), or
+    whole top-level fields (``model=...``): :meth:`~visloc.training.config_cli.ConfigOptions.replace`.
+    """
     model = RelPoseConfig(BackboneConfig("tiny", "none", allow_random_init=True))
-    return dataclasses.replace(TrainRelPoseConfig(model=model, resize=128, crop=112, batch_size=32), **overrides)
+    tiny = RELPOSE_OPTIONS.replace(TrainRelPoseConfig(model=model), resize=128, crop=112, batch_size=32)
+    return RELPOSE_OPTIONS.replace(tiny, **overrides)
 
 
 def holdout_split(frames: FrameSet, every: int) -> tuple[FrameSet, FrameSet]:
@@ -248,16 +237,16 @@ def train_relpose(
             with a changed config.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(config.loop.device)
     try:
-        seed_everything(config.seed)
+        seed_everything(config.loop.seed)
         model = RelPoseNet(config.model)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         ctx.barrier()
         train_pairs, val_pairs, paths = _make_pairs(data_root, out_dir, config, ctx, resume)
         common = {"translation_frame": config.model.translation_frame, "transform": config.transform,
-                  "seed": config.seed, "cache_images": config.cache_images}
+                  "seed": config.loop.seed, "cache_images": config.cache_images}
         train_set = RelPosePairs(paths, train_pairs, train=True, swap_prob=config.swap_prob, **common)
         val_set = RelPosePairs(paths, val_pairs, train=False, **common) if val_pairs else None
         for ds in (train_set, val_set):
@@ -281,7 +270,7 @@ def train_relpose(
 
 def finalize(model: nn.Module, model_config: Any, best: Path, out_dir: Path, metrics: dict[str, Any],
              transform: TransformConfig) -> None:
-    """Write the best weights as ``model.pt`` (:func:`~visloc.models.weights.save_model`) and ``metrics.json``.
+    """Write the best weights as ``model.pt`` (:func:`~visloc.models.checkpoint.save_model`) and ``metrics.json``.
 
     The evaluation preprocessing (``resize``, ``crop``) is stored with the weights, so inference feeds the
     network the images it was trained on."""

@@ -4,9 +4,10 @@
 schedule, validation, AMP on CUDA, DDP under torchrun, atomic checkpoints with the config and package
 versions, exact resume, ``metrics.json``):
 
-* ``stage="pretrain"`` -- strong supervision from synthetic pairs (:class:`~visloc.training.semantic_data.
-  SyntheticWarpPairs`: random affine / TPS / affine + TPS warps of photographs, CNNGeometric's ranges) with
-  the grid loss (thesis eq. 2.1 on CNNGeometric's 20 x 20 grid), one direction, as CNNGeometric trains.
+* ``stage="pretrain"`` -- strong supervision from synthetic pairs
+  (:class:`~visloc.semantic.data.SyntheticWarpPairs`: random affine / TPS / affine + TPS warps of
+  photographs, CNNGeometric's ranges) with the grid loss (thesis eq. 2.1 on CNNGeometric's 20 x 20 grid),
+  one direction, as CNNGeometric trains.
 * ``stage="weak"`` -- fine-tuning (``init_from`` a ``model.pt``) on weakly labelled real pairs: a pair csv
   (:func:`~visloc.datasets.semantic.write_pairs_csv` format) or the Publication II pairs
   (:func:`~visloc.datasets.weak_pairs.make_weak_pairs`) of given classes of a PF-WILLOW-layout folder.
@@ -30,7 +31,7 @@ coordinates to A's (a sampling grid); losses name the two predictions ``theta_ab
 (:mod:`visloc.training.semantic_losses`).
 
 Outputs in ``out_dir`` (rank 0): ``last.pt`` / ``best.pt`` (resumable), ``model.pt`` (best weights by the
-validation loss, :func:`~visloc.models.weights.save_model`; :func:`~visloc.models.weights.load_model`
+validation loss, :func:`~visloc.models.checkpoint.save_model`; :func:`~visloc.models.checkpoint.load_model`
 rebuilds it), ``metrics.json``; the weak stage also writes ``pairs_train.csv`` / ``pairs_val.csv``.
 
 Validation: pretraining evaluates a fixed synthetic set (other seed than training); the weak stage holds
@@ -57,26 +58,29 @@ from ..datasets.weak_pairs import DEFAULT_MAX_PER_CATEGORY, make_weak_pairs
 from ..errors import ConfigError, InputError
 from ..geometry.warps import Warp
 from ..io.atomic import write_json
-from ..models.backbones import BackboneConfig
-from ..models.cnngeometric import (
-    GeometricMatcher,
-    GeometricMatcherConfig,
-    RegressorConfig,
-    TwoStageMatcher,
-    TwoStageMatcherConfig,
-)
-from ..models.weights import config_from_dict, load_state_into, networks, read_checkpoint, save_model
+from ..models.checkpoint import read_checkpoint, save_model
+from ..models.weights import load_state_into
 from ..registry import config_to_dict
+from ..semantic.data import KeypointPairs, KeypointPairsConfig, SyntheticWarpConfig, SyntheticWarpPairs
+from ..semantic.models import (
+    MatcherConfig,
+    as_warp,
+    build_matcher,
+    matcher_config,
+    model_config_of,
+    network_name,
+    transform_of,
+)
 from .checkpoint import load_checkpoint
+from .config_cli import ConfigOptions
 from .loop import (
     DistContext,
-    LoopViewMixin,
+    LoopConfig,
     fit,
     init_distributed,
     seed_everything,
     shutdown_distributed,
 )
-from .semantic_data import KeypointPairs, KeypointPairsConfig, SyntheticWarpConfig, SyntheticWarpPairs
 from .semantic_losses import (
     PUBLICATION_I,
     PUBLICATION_II_CHAMFER,
@@ -89,8 +93,6 @@ from .semantic_losses import (
 logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "weak")
-#: Transform kinds of the matcher (``two_stage``: WeakAlign's affine then TPS).
-TRANSFORMS = ("affine", "tps", "two_stage")
 #: Named loss settings (``visloc train semantic --loss``).
 LOSS_PRESETS: dict[str, SemanticLossConfig] = {
     "supervised": SemanticLossConfig(supervised=1.0, symmetric=False),
@@ -106,84 +108,12 @@ VAL_PAIRS = "pairs_val.csv"
 #: Offset between the seeds of the training and validation synthetic pairs.
 _VAL_SEED_OFFSET = 1_000_003
 
-MatcherConfig = GeometricMatcherConfig | TwoStageMatcherConfig
-
-
-# --- model configs ------------------------------------------------------------------------------------
-
-
-def transform_of(config: MatcherConfig) -> str:
-    """``"affine"``, ``"tps"`` or ``"two_stage"``."""
-    return "two_stage" if isinstance(config, TwoStageMatcherConfig) else config.kind
-
-
-def matcher_config(
-    transform: str = "affine",
-    backbone: BackboneConfig = BackboneConfig(name="resnet34"),
-    image_size: int = 240,
-    train_fe: bool = False,
-    regressor: RegressorConfig = RegressorConfig(),
-    reg_factor: float = 0.0,
-) -> MatcherConfig:
-    """The matcher config of a transform kind (one regressor config for both stages of ``two_stage``).
-
-    Raises:
-        ConfigError: unknown transform, or a regressor that does not fit the feature size.
-    """
-    common = {"backbone": backbone, "image_size": image_size, "train_fe": train_fe, "reg_factor": reg_factor}
-    if transform == "two_stage":
-        return TwoStageMatcherConfig(affine_regressor=regressor, tps_regressor=regressor, **common)
-    if transform not in TRANSFORMS:
-        raise ConfigError(f"unknown transform {transform!r}; known: {', '.join(TRANSFORMS)}")
-    return GeometricMatcherConfig(kind=transform, regressor=regressor, **common)
-
-
-def tiny_matcher_config(transform: str = "affine", image_size: int = 128, **overrides: Any) -> MatcherConfig:
-    """A CPU-sized matcher: the ``tiny`` backbone trained from scratch (``train_fe``), cut at stride 16,
-    and a regressor that fits ``image_size / 16`` features (kernels 5, 3 for 8-11 px features; 3 below)."""
-    side = -(-image_size // 16)
-    kernels = (7, 5) if side >= 13 else (5, 3) if side >= 8 else (3,) if side >= 3 else (1,)
-    channels = (128, 64)[: len(kernels)]
-    options: dict[str, Any] = {
-        "backbone": BackboneConfig("tiny", "none", allow_random_init=True),
-        "train_fe": True,
-        "regressor": RegressorConfig(kernels, channels),
-        **overrides,
-    }
-    return matcher_config(transform, image_size=image_size, **options)
-
-
-def model_config_of(path: str | Path) -> MatcherConfig:
-    """The architecture stored in a ``model.pt`` (:func:`~visloc.models.weights.save_model`).
-
-    Raises:
-        InputError: not a checkpoint of a semantic matcher.
-    """
-    from ..models import cnngeometric  # noqa: F401  (registers the matchers)
-
-    checkpoint = read_checkpoint(path)
-    options = dict(checkpoint["config"])
-    name = options.pop("model")
-    if name not in ("cnngeometric", "cnngeometric_two_stage"):
-        raise InputError(path, f"holds a {name!r} network, not a semantic matcher (cnngeometric)")
-    try:
-        return config_from_dict(networks.entry(name).config_cls, options)
-    except ConfigError as e:
-        raise InputError(path, f"checkpoint config cannot be used: {e}") from None
-
-
-def build_matcher(config: MatcherConfig, load_weights: bool = True) -> nn.Module:
-    """:class:`GeometricMatcher` or :class:`TwoStageMatcher` of ``config``."""
-    if isinstance(config, TwoStageMatcherConfig):
-        return TwoStageMatcher(config, load_weights=load_weights)
-    return GeometricMatcher(config, load_weights=load_weights)
-
 
 # --- the training config ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class TrainSemanticConfig(LoopViewMixin):
+class TrainSemanticConfig:
     """Everything that determines a semantic-matching training run.
 
     Attributes:
@@ -213,19 +143,11 @@ class TrainSemanticConfig(LoopViewMixin):
         pairs_seed: seed of the random pairs and of the validation hold-out.
         val_fraction: share of the weak pairs held out for validation (0: no validation).
         random_crop: WeakAlign's random crop of the real training images.
-        batch_size: pairs per step and process (weak: real pairs; each is predicted in both directions).
-        epochs: number of epochs.
-        lr: Adam learning rate (CNNGeometric: 1e-3).
-        weight_decay: Adam weight decay.
-        milestones: completed-epoch counts at which the learning rate is multiplied by ``gamma``.
-        gamma: learning-rate decay factor.
-        seed: seed of the initialisation, data order and synthetic draws (CNNGeometric: 1).
-        device: ``auto`` (cuda -> mps -> cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        num_workers: DataLoader workers per process.
-        amp: mixed precision (forward pass only; losses in float32) on CUDA.
-        channels_last: channels-last memory format.
         cache_images: keep decoded real images in memory (per worker; small data sets such as PF-WILLOW).
-        progress: tqdm progress bars.
+        loop: optimisation settings; here 16 pairs per step and process (weak: real pairs, each predicted
+            in both directions), 20 epochs, Adam at lr 1e-3 (CNNGeometric's) and seed 1 (CNNGeometric's;
+            it also draws the synthetic pairs). Mixed precision covers the forward pass only (losses in
+            float32).
     """
 
     stage: str = "pretrain"
@@ -244,31 +166,18 @@ class TrainSemanticConfig(LoopViewMixin):
     pairs_seed: int = 0
     val_fraction: float = 0.1
     random_crop: bool = False
-    batch_size: int = 16
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    seed: int = 1
-    device: str = "auto"
-    num_workers: int = 0
-    amp: bool = False
-    channels_last: bool = False
     cache_images: bool = False
-    progress: bool = True
+    loop: LoopConfig = LoopConfig(epochs=20, batch_size=16, seed=1)
 
     def __post_init__(self) -> None:
         for name in ("synthetic_images", "classes"):
             object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         for name in ("init_from", "data_root", "pairs_csv"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
         if self.stage not in STAGES:
             raise ConfigError(f"unknown stage {self.stage!r}; known: {', '.join(STAGES)}")
-        self.loop  # noqa: B018  (validates the optimisation settings)
         if self.synthetic_length < 1 or self.synthetic_val_length < 0:
             raise ConfigError("synthetic_length must be >= 1 and synthetic_val_length >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -307,12 +216,22 @@ class TrainSemanticConfig(LoopViewMixin):
         """Plain-data form embedded in checkpoints and ``metrics.json``."""
         out = {"task": "semantic", **config_to_dict(self)}
         if self.model is not None:
-            out["model"] = {"network": _network(self.model), **out["model"]}
+            out["model"] = {"network": network_name(self.model), **out["model"]}
         return out
 
 
-def _network(config: MatcherConfig) -> str:
-    return "cnngeometric_two_stage" if isinstance(config, TwoStageMatcherConfig) else "cnngeometric"
+#: The options of ``visloc train semantic`` derived from :class:`TrainSemanticConfig`, named after the
+#: fields but for these (:mod:`visloc.training.config_cli`). The matcher, the loss and the synthetic pair
+#: settings are not among them: the command spells the model with a few options resolved against
+#: ``--init`` and the loss as a preset name.
+SEMANTIC_OPTIONS = ConfigOptions(TrainSemanticConfig(), names={
+    "init_from": "init",
+    "synthetic_images": "synthetic_image",
+    "data_root": "data",
+    "pairs_csv": "pairs",
+    "classes": "class",
+    "include_flips": "flips",
+}, exclude=("model", "loss", "synthetic"))
 
 
 # --- datasets as tuples of tensors (what loop.fit moves to the device) ----------------------------------
@@ -370,15 +289,6 @@ def synthetic_warp(theta: torch.Tensor, transform: str) -> Warp:
     if transform == "two_stage":
         return Warp(affine=theta[:, :6], tps=theta[:, 6:])
     return Warp.from_theta(theta, transform)
-
-
-def as_warp(output: torch.Tensor | Warp, config: MatcherConfig) -> Warp:
-    """A matcher's output as a float32 :class:`Warp` (theta tensors of single-stage models wrapped)."""
-    if isinstance(output, Warp):
-        return Warp(affine=None if output.affine is None else output.affine.float(),
-                    tps=None if output.tps is None else output.tps.float(), reg_factor=output.reg_factor)
-    assert isinstance(config, GeometricMatcherConfig)
-    return Warp.from_theta(output.float(), config.kind, config.reg_factor)
 
 
 def slice_warp(warp: Warp, start: int, stop: int) -> Warp:
@@ -523,11 +433,11 @@ def _datasets(config: TrainSemanticConfig, model: MatcherConfig, out_dir: Path, 
     synthetic = config.synthetic_for(model)
     photos = image_files(config.synthetic_images) if config.synthetic_images else None
     if config.stage == "pretrain":
-        train = SyntheticTuples(SyntheticWarpPairs(photos, synthetic, config.synthetic_length, config.seed))
+        train = SyntheticTuples(SyntheticWarpPairs(photos, synthetic, config.synthetic_length, config.loop.seed))
         val = None
         if config.synthetic_val_length > 0:
             val = SyntheticTuples(SyntheticWarpPairs(photos, synthetic, config.synthetic_val_length,
-                                                     config.seed + _VAL_SEED_OFFSET))
+                                                     config.loop.seed + _VAL_SEED_OFFSET))
         return train, val, {"synthetic_train": config.synthetic_length, "synthetic_val": config.synthetic_val_length}
     pairs, _ = weak_pairs_of(config)
     train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.pairs_seed)
@@ -544,10 +454,10 @@ def _datasets(config: TrainSemanticConfig, model: MatcherConfig, out_dir: Path, 
 
     def make(ps: list[SemanticPair], cfg: KeypointPairsConfig, seed: int) -> WeakTuples:
         synth = SyntheticWarpPairs(photos, synthetic, len(ps), seed) if with_synthetic else None
-        return WeakTuples(KeypointPairs(ps, cfg, config.seed, config.cache_images), synth)
+        return WeakTuples(KeypointPairs(ps, cfg, config.loop.seed, config.cache_images), synth)
 
-    train = make(train_pairs, real_cfg, config.seed)
-    val = make(val_pairs, val_cfg, config.seed + _VAL_SEED_OFFSET) if val_pairs else None
+    train = make(train_pairs, real_cfg, config.loop.seed)
+    val = make(val_pairs, val_cfg, config.loop.seed + _VAL_SEED_OFFSET) if val_pairs else None
     return train, val, {"train": len(train_pairs), "val": len(val_pairs)}
 
 
@@ -595,11 +505,11 @@ def train_semantic(out_dir: str | Path, config: TrainSemanticConfig = TrainSeman
         ConfigError: inconsistent settings or a resume with a changed config.
     """
     out_dir = Path(out_dir)
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(config.loop.device)
     try:
         model_config = resolve_model(config)
         loss = config.resolved_loss
-        seed_everything(config.seed)
+        seed_everything(config.loop.seed)
         model = _initial_model(config, model_config)
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -620,7 +530,7 @@ def train_semantic(out_dir: str | Path, config: TrainSemanticConfig = TrainSeman
         result = fit(model, loss_fn, train_set, val_set, out_dir, config.loop, run_config=run_config,
                      resume=resume, ctx=ctx, run_defaults=type(config)().to_dict())
         metrics = {"task": "semantic", "stage": config.stage, **result.metrics, "pairs": counts,
-                   "model": {"network": _network(model_config), **config_to_dict(model_config)},
+                   "model": {"network": network_name(model_config), **config_to_dict(model_config)},
                    "loss": config_to_dict(loss), "init_from": config.init_from,
                    "train_seconds": float(sum(e["seconds"] for e in result.metrics["epochs"])),
                    "model_file": str(out_dir / MODEL_FILE)}
@@ -641,23 +551,16 @@ __all__ = [
     "DEFAULT_LOSS",
     "LOSS_PRESETS",
     "STAGES",
-    "TRANSFORMS",
     "SyntheticTuples",
     "TrainSemanticConfig",
     "WeakTuples",
-    "as_warp",
-    "build_matcher",
     "image_files",
-    "matcher_config",
-    "model_config_of",
     "pretrain_loss",
     "resolve_model",
     "slice_warp",
     "split_pairs",
     "synthetic_warp",
-    "tiny_matcher_config",
     "train_semantic",
-    "transform_of",
     "weak_loss_terms",
     "weak_pairs_of",
 ]

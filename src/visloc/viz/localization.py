@@ -12,8 +12,10 @@ from ..evaluation.localization import default_scene_of
 from ..geometry import Pose
 from ..geometry.backends import cam_from_img
 from ..geometry.epipolar import essential_from_pose, sampson_distance
+from ..io.h5 import H5Reader, MatchReader
 from ..io.images import read_image
-from ..localization.localize import Localizer, QueryResult
+from ..localization.localize import QueryResult
+from ..localization.map import Map, read_local_features
 from .plots import plot_matches, plot_retrieval, plot_trajectories_topview
 
 
@@ -35,37 +37,42 @@ def topview_figures(
 
 
 def query_figures(
-    out_dir: Path, localizer: Localizer, frame: Frame, result: QueryResult, max_retrieved: int = 4,
-    sampson_px: float = 2.0,
+    out_dir: Path, the_map: Map, frame: Frame, result: QueryResult, features: Path | None = None,
+    matches: Path | None = None, max_retrieved: int = 4, sampson_px: float = 2.0,
 ) -> list[tuple[str, Path]]:
-    """Retrieval panel and, when localized, the matches with the best supporting database image,
-    coloured by agreement with the estimated pose (Sampson distance below ``sampson_px``)."""
-    m = localizer.map
+    """Retrieval panel and, when localized and the run wrote them, the matches with the best supporting
+    database image read from the run's ``features.h5`` / ``matches.h5`` (nothing is recomputed), coloured
+    by agreement with the estimated pose (Sampson distance below ``sampson_px``)."""
     stem = Path(frame.name).with_suffix("").as_posix().replace("/", "_")
     query = read_image(frame.image_path)
     retrieved = result.retrieved[:max_retrieved]
     figs = [(
         f"Retrieval: {frame.name}",
         plot_retrieval(
-            query, [m.image_paths[d] for d in retrieved], [f"#{i + 1} {d}" for i, d in enumerate(retrieved)],
+            query, [the_map.image_paths[d] for d in retrieved], [f"#{i + 1} {d}" for i, d in enumerate(retrieved)],
             out_dir / f"retrieval_{stem}.png", f"{frame.name} ({result.status})",
             correct=[d in result.support for d in retrieved],
         ),
     )]
-    if result.pose is None or not result.support:
+    if result.pose is None or not result.support or features is None or matches is None:
+        return figs
+    if not (features.is_file() and matches.is_file()):
         return figs
     inliers = dict(zip(result.retrieved, result.inliers, strict=False))  # empty for ``relpose``
     best = max(result.support, key=lambda d: inliers.get(d, 0))
-    feats = localizer.extractor(query)
-    pairs = localizer.matcher(feats.descriptors, m.local_features(best).descriptors).pairs()
-    kq, kd = feats.keypoints[pairs[:, 0]], m.local_features(best).keypoints[pairs[:, 1]]
-    rel = result.pose @ m.poses[best].inverse()  # query_from_db
+    with H5Reader(features) as f, MatchReader(matches) as m:
+        if frame.name not in f or (frame.name, best) not in m:
+            return figs
+        kq_all = read_local_features(f, frame.name).keypoints
+        pairs, _ = m.read(frame.name, best)
+    kq, kd = kq_all[pairs[:, 0]], the_map.local_features(best).keypoints[pairs[:, 1]]
+    rel = result.pose @ the_map.poses[best].inverse()  # query_from_db
     err = sampson_distance(
-        essential_from_pose(rel), cam_from_img(m.cameras[best], kd), cam_from_img(frame.camera, kq)
+        essential_from_pose(rel), cam_from_img(the_map.cameras[best], kd), cam_from_img(frame.camera, kq)
     ) * float(np.mean(frame.camera.focal))
     figs.append((
         f"Matches: {frame.name} - {best}",
-        plot_matches(query, m.image_paths[best], kq, kd, err < sampson_px, out_dir / f"matches_{stem}.png",
+        plot_matches(query, the_map.image_paths[best], kq, kd, err < sampson_px, out_dir / f"matches_{stem}.png",
                      f"{frame.name} vs {best}: {int((err < sampson_px).sum())}/{len(err)} agree with the pose"),
     ))
     return figs

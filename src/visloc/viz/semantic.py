@@ -1,4 +1,5 @@
-"""Semantic-alignment figure: source, target, and the source warped onto the target with keypoint transfer.
+"""Semantic-alignment figure: source, target, and the source warped onto the target with keypoint transfer;
+:func:`write_alignment_figures` draws it for a sample of evaluated pairs.
 
 Drawn like :mod:`visloc.viz.plots`: a :class:`~matplotlib.figure.Figure` on the Agg canvas (no pyplot, no
 global backend change), saved atomically as PNG.
@@ -6,6 +7,7 @@ global backend change), saved atomically as PNG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,11 @@ import torch
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from ..datasets.semantic import SemanticPair
 from ..evaluation.semantic import bbox_reference_length, correct_keypoints
 from ..geometry.warps import Warp, normalized_to_pixels, pixels_to_normalized
+from ..io.images import read_image
+from ..semantic.predict import transfer_target_keypoints
 from .plots import _INLIER, _OUTLIER, ImageLike, _as_image, _new_figure, save_figure
 
 _TARGET_COLOR = "#2a7fff"
@@ -149,4 +154,57 @@ def plot_semantic_alignment(
     return fig
 
 
-__all__ = ["plot_semantic_alignment", "transfer_source_keypoints"]
+def _shown(path: Path, mirrored: bool) -> np.ndarray:
+    image = np.asarray(read_image(path))
+    return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+
+
+def write_alignment_figures(
+    pairs: Sequence[SemanticPair],
+    warps: Sequence[Warp],
+    out_dir: str | Path,
+    count: int = 8,
+    alpha: float = 0.1,
+    seed: int = 0,
+) -> list[Path]:
+    """PNG figures (:func:`plot_semantic_alignment`) of ``count`` pairs drawn with ``seed``: source, target,
+    and the source warped onto the target with the transferred keypoints.
+
+    The keypoint colours follow the evaluation (:mod:`visloc.evaluation.semantic_model`): a source keypoint
+    is drawn green when the corresponding target keypoint, mapped into the source
+    (:func:`~visloc.semantic.predict.transfer_target_keypoints`), lies within ``alpha`` times the source
+    keypoint box.
+
+    Args:
+        pairs: the evaluated pairs.
+        warps: their target -> source transforms (one per pair, batch 1 each).
+        out_dir: output folder.
+        count: number of pairs drawn (all when there are fewer).
+        alpha: PCK threshold of the colours.
+        seed: seed of the draw.
+
+    Returns:
+        The files written (``NNNN_<class>_<source>_<target>.png``).
+    """
+    out_dir = Path(out_dir)
+    n = min(count, len(pairs))
+    chosen = sorted(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False).tolist()) if n else []
+    written = []
+    for i in chosen:
+        pair, warp = pairs[i], warps[i]
+        src, tgt = pair.source_keypoints, pair.target_keypoints
+        ok = None
+        if len(src) and len(src) == len(tgt):
+            ok = correct_keypoints(transfer_target_keypoints(warp, pair), src, alpha, bbox_reference_length(src))
+        name = f"{i:04d}_{pair.category}_{pair.source.path.stem}_{pair.target.path.stem}.png"
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+        plot_semantic_alignment(
+            _shown(pair.source.path, pair.flip_source), _shown(pair.target.path, pair.flip), warp,
+            src if len(src) else None, tgt if len(tgt) else None, alpha=alpha, correct=ok,
+            out_path=out_dir / name, title=f"{pair.category}: {pair.source.path.name} -> {pair.target.path.name}",
+        )
+        written.append(out_dir / name)
+    return written
+
+
+__all__ = ["plot_semantic_alignment", "transfer_source_keypoints", "write_alignment_figures"]

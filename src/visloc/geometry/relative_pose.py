@@ -13,6 +13,9 @@ Pair order is the original's: image 1 = **database**, image 2 = **query**. With 
   - ``"camera"`` (visloc's default): ``t = R_db @ (C_q - C_db)``, the query centre in the database
     camera frame. It depends on the two images only, so one model can serve many scenes.
 
+Every function takes numpy arrays; those that say so take torch tensors too. torch is never imported
+here: a tensor can only be passed once torch is loaded.
+
 Swapping the pair (the training augmentation) gives exactly (:func:`swap_label`):
 
 * ``world``:  ``t' = -t``, ``q' = conj(q) = (w, -x, -y, -z)`` (the original's rule);
@@ -25,19 +28,22 @@ rotation ``R_q = R(q)^T @ R_db`` and the world direction of the ray from ``C_db`
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
-from ..geometry.pose import Pose
-from ..geometry.rotation import matrix_to_quat, quat_to_matrix
+from .pose import Pose
+from .rotation import matrix_to_quat, quat_to_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 #: Frames a translation label can be expressed in.
 TRANSLATION_FRAMES = ("world", "camera")
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def check_frame(frame: str) -> str:
@@ -47,25 +53,34 @@ def check_frame(frame: str) -> str:
     return frame
 
 
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 # --- quaternion helpers working on numpy arrays and torch tensors alike ---------------------------------
 
 
 def quat_conjugate(q: Array) -> Array:
     """``(w, x, y, z) -> (w, -x, -y, -z)`` on ``(..., 4)``: the inverse rotation (for unit ``q``)."""
     sign = [1.0, -1.0, -1.0, -1.0]
-    if isinstance(q, torch.Tensor):
+    if _is_tensor(q):
         return q * q.new_tensor(sign)
     return np.asarray(q, dtype=np.float64) * np.asarray(sign)
 
 
 def _cross(a: Array, b: Array) -> Array:
-    if isinstance(a, torch.Tensor):
+    if _is_tensor(a):
+        import torch
+
         return torch.linalg.cross(a, b, dim=-1)
     return np.cross(a, b)
 
 
 def _normalize(q: Array) -> Array:
-    if isinstance(q, torch.Tensor):
+    if _is_tensor(q):
+        import torch
+
         return q / torch.linalg.norm(q, dim=-1, keepdim=True)
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
@@ -80,7 +95,7 @@ def quat_rotate(q: Array, v: Array) -> Array:
     Returns:
         ``(..., 3)`` rotated vectors.
     """
-    if not isinstance(q, torch.Tensor):
+    if not _is_tensor(q):
         q = np.asarray(q, dtype=np.float64)
         v = np.asarray(v, dtype=np.float64)
     q = _normalize(q)
@@ -131,7 +146,7 @@ def swap_label(t: Array, q: Array, frame: str) -> tuple[Array, Array]:
 
 
 def _as_vector(x: np.ndarray | torch.Tensor, n: int, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         x = x.detach().cpu().double().numpy()
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if x.shape != (n,) or not np.all(np.isfinite(x)):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,13 +12,14 @@ from scipy.spatial.transform import Rotation
 
 from visloc.errors import ConfigError
 from visloc.geometry import Pose
-from visloc.models import (
+from visloc.geometry.relative_pose import (
     label_translation_to_world,
+    quat_conjugate,
+    quat_rotate,
     query_pose_from_label,
     relative_pose_label,
     swap_label,
 )
-from visloc.models.labels import quat_conjugate, quat_rotate
 
 S45 = np.sqrt(0.5)
 # +90 degrees about the camera y axis (y points down: a yaw), written out by hand: z -> x, x -> -z.
@@ -170,3 +174,9 @@ def test_bad_inputs() -> None:
         query_pose_from_label(db, np.ones(3), np.zeros(4), "world")
     with pytest.raises(ValueError, match="4 finite numbers"):
         query_pose_from_label(db, np.ones(3), np.array([1.0, np.nan, 0, 0]), "world")
+
+
+def test_module_does_not_import_torch() -> None:
+    code = "import sys, visloc.geometry.relative_pose; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

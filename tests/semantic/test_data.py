@@ -13,8 +13,8 @@ from PIL import Image
 from visloc.datasets.semantic import KeypointImage, SemanticPair
 from visloc.errors import ConfigError, InputError
 from visloc.geometry.warps import Warp, sampling_grid, tps_target_to_source, warp_source_to_target
-from visloc.training.data import normalize, sample_generator
-from visloc.training.semantic_data import (
+from visloc.models.preprocess import normalize, sample_generator
+from visloc.semantic.data import (
     KeypointPairs,
     KeypointPairsConfig,
     SyntheticWarpConfig,

@@ -9,14 +9,14 @@
   the network size, with their keypoints in normalised coordinates, for weak fine-tuning (Publication II)
   and evaluation.
 
-Conventions: images are returned as ``(3, H, W)`` float32 **ImageNet-normalised** (mean/std of
-:mod:`visloc.models.backbones`), as :mod:`visloc.training.data` does for the relative-pose networks and as
-CNNGeometric does (``NormalizeImageDict``); pass ``normalize=False`` for ``[0, 1]`` RGB. Normalised
-coordinates follow the team convention (``align_corners=True``: ``x_n = 2 x / (W - 1) - 1``); theta maps
-target coordinates to source coordinates (:mod:`visloc.geometry.warps`).
+Conventions: images are returned as ``(3, H, W)`` float32 **ImageNet-normalised**
+(:func:`visloc.models.preprocess.normalize`), as the relative-pose networks' inputs are and as CNNGeometric
+does (``NormalizeImageDict``); pass ``normalize=False`` for ``[0, 1]`` RGB. Normalised coordinates follow
+the team convention (``align_corners=True``: ``x_n = 2 x / (W - 1) - 1``); theta maps target coordinates
+to source coordinates (:mod:`visloc.geometry.warps`).
 
 **Reproducibility.** Every random choice of a sample comes from a generator seeded with
-``(seed, epoch, index)`` (:func:`visloc.training.data.sample_generator`), never from a global RNG, so a
+``(seed, epoch, index)`` (:func:`visloc.models.preprocess.sample_generator`), never from a global RNG, so a
 sample is the same whatever the number of DataLoader workers. Call ``set_epoch`` before each epoch.
 """
 
@@ -39,7 +39,7 @@ from ..datasets.semantic import KeypointImage, SemanticPair
 from ..errors import ConfigError, InputError
 from ..geometry.warps import Warp, identity_theta
 from ..io.images import read_image
-from .data import normalize, sample_generator
+from ..models.preprocess import normalize, sample_generator
 
 #: Transform kinds of :class:`SyntheticWarpPairs` and the length of their theta.
 SYNTHETIC_KINDS = {"affine": 6, "tps": 18, "two_stage": 24}

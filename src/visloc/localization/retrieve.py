@@ -1,0 +1,134 @@
+"""Retrieval stage: query images -> ranked database images of a map (``visloc retrieve``).
+
+Writes hloc's pairs file (``query db`` per line, best first for each query) and a
+``<pairs>.scores.json`` sidecar with the similarity of each pair. The pairs file is what the
+matching stage (:mod:`.match`) and ``visloc localize --pairs`` read, and what hloc's
+``match_features`` reads. A retrieval-only map (built from images without poses) can be searched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..datasets.base import Frame, FrameSet, Skipped
+from ..errors import ConfigError, InputError
+from ..features import LocalFeatures
+from ..io.images import read_image
+from ..io.pairs import write_pairs
+from .map import Map, index_vectors
+from .queries import query_frames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Attributes:
+    num_retrieved: database images kept per query.
+    rerank: maps whose global descriptor carries feature maps (a correlation-head relpose model): retrieve
+        this many images, re-rank them by the mutual nearest neighbours between the query's and each image's
+        stored feature maps (a dense check of the shortlist, as the thesis re-ranks retrieval with dense
+        matching) and keep the best ``num_retrieved``; 0 keeps the global-descriptor ranking. Other
+        descriptors always keep the global ranking.
+    exclude_self: drop database images with the query's own name (searching a map with its own images).
+    """
+
+    num_retrieved: int = 5
+    rerank: int = 30
+    exclude_self: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_retrieved < 1:
+            raise ConfigError(f"num_retrieved must be at least 1, got {self.num_retrieved}")
+        if self.rerank < 0:
+            raise ConfigError(f"rerank must be >= 0, got {self.rerank}")
+
+
+class Retriever:
+    """Global-descriptor search of one map (load once, call per query)."""
+
+    def __init__(self, map_: Map, config: RetrievalConfig = RetrievalConfig()) -> None:
+        self.map = map_
+        self.config = config
+        self.descriptor = map_.descriptor
+
+    @property
+    def needs_local_features(self) -> bool:
+        return bool(getattr(self.descriptor, "needs_local_features", True))
+
+    def describe(self, image: np.ndarray, features: LocalFeatures | None = None) -> np.ndarray:
+        """The raw ``(D,)`` global descriptor of an ``(H, W, 3)`` uint8 image (``features``: its local
+        features, needed when :attr:`needs_local_features`)."""
+        if features is None and self.needs_local_features:
+            features = self.map.extractor(image)
+        return self.descriptor(image, features)
+
+    def __call__(self, descriptor: np.ndarray, name: str | None = None) -> tuple[list[str], list[float]]:
+        """Ranked database names and their scores for one raw ``(D,)`` query descriptor."""
+        cfg = self.config
+        dense = bool(getattr(self.descriptor, "has_feature_maps", False)) and cfg.rerank > 0
+        k = max(cfg.num_retrieved, cfg.rerank if dense else 0) + int(cfg.exclude_self)
+        scores, idx = self.map.index.search(index_vectors(self.descriptor, descriptor[None]), k)
+        ranked = [(self.map.names[i], float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
+        if cfg.exclude_self:
+            ranked = [(db, s) for db, s in ranked if db != name]
+        if dense and ranked:
+            names = [db for db, _ in ranked[: max(cfg.num_retrieved, cfg.rerank)]]
+            counts = self.descriptor.rerank_scores(np.stack([self.map.global_descriptor(db) for db in names]),
+                                                   descriptor)
+            order = np.argsort(-counts, kind="stable")
+            ranked = [(names[i], float(counts[i])) for i in order]
+        ranked = ranked[: cfg.num_retrieved]
+        return [db for db, _ in ranked], [s for _, s in ranked]
+
+
+@dataclass(frozen=True)
+class RetrieveSummary:
+    pairs_path: Path
+    num_queries: int
+    num_pairs: int
+    skipped: list[Skipped]
+
+
+def retrieve(
+    map_dir: str | Path | Map,
+    queries: str | Path | FrameSet | Iterable[Frame],
+    out: str | Path,
+    config: RetrievalConfig = RetrievalConfig(),
+    split: str = "test",
+    **dataset_options: Any,
+) -> RetrieveSummary:
+    """Retrieve the ``config.num_retrieved`` best database images of every query and write them as a ranked
+    hloc pairs file ``out`` (with ``out.scores.json``). Unreadable images are skipped and listed.
+
+    Args:
+        map_dir: a map folder (or an opened :class:`Map`); a retrieval-only map works.
+        queries: a data set folder (its ``split`` frames), a :class:`FrameSet`, or frames.
+        out: the pairs file to write.
+    """
+    the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
+    frames, skipped = query_frames(queries, split, dataset_options)
+    retriever = Retriever(the_map, config)
+    pairs: list[tuple[str, str]] = []
+    scores: list[float] = []
+    for frame in tqdm(frames, desc="retrieve", unit="img"):
+        try:
+            image = read_image(frame.image_path)
+        except InputError as e:
+            skipped.append(Skipped(frame.name, frame.image_path, e.problem))
+            continue
+        names, sims = retriever(retriever.describe(image), frame.name)
+        pairs += [(frame.name, db) for db in names]
+        scores += sims
+    write_pairs(out, pairs, scores)
+    for s in skipped:
+        logger.warning("skipped %s", s)
+    logger.info("%d pairs of %d queries -> %s", len(pairs), len(frames) - len(skipped), out)
+    return RetrieveSummary(Path(out), len({q for q, _ in pairs}), len(pairs), skipped)
