@@ -22,6 +22,7 @@ from ..errors import ConfigError, InputError
 from ..features import LocalFeatures
 from ..io.images import read_image
 from ..io.pairs import write_pairs
+from ..retrieval.pairs import pairs_from_retrieval
 from .map import Map, index_vectors
 from .queries import query_frames
 
@@ -74,13 +75,11 @@ class Retriever:
         """Ranked database names and their scores for one raw ``(D,)`` query descriptor."""
         cfg = self.config
         dense = bool(getattr(self.descriptor, "has_feature_maps", False)) and cfg.rerank > 0
-        k = max(cfg.num_retrieved, cfg.rerank if dense else 0) + int(cfg.exclude_self)
-        scores, idx = self.map.index.search(index_vectors(self.descriptor, descriptor[None]), k)
-        ranked = [(self.map.names[i], float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
-        if cfg.exclude_self:
-            ranked = [(db, s) for db, s in ranked if db != name]
+        k = max(cfg.num_retrieved, cfg.rerank if dense else 0)
+        ranked = [(db, s) for _, db, s in pairs_from_retrieval(
+            [name or ""], index_vectors(self.descriptor, descriptor[None]), self.map.index, k, cfg.exclude_self)]
         if dense and ranked:
-            names = [db for db, _ in ranked[: max(cfg.num_retrieved, cfg.rerank)]]
+            names = [db for db, _ in ranked]
             counts = self.descriptor.rerank_scores(np.stack([self.map.global_descriptor(db) for db in names]),
                                                    descriptor)
             order = np.argsort(-counts, kind="stable")
