@@ -17,7 +17,7 @@ from .datasets.synthetic import WorldConfig, make_world
 from .evaluation.localization import LocalizationResults, evaluate_localization
 from .io.atomic import write_json
 from .localization import LocalizeConfig, Map, MapConfig, build_map, localize
-from .localization.estimators import REGRESSION_METHODS
+from .localization.estimators import estimators
 from .localization.localize import output_paths
 from .viz import write_report
 from .viz.localization import pick_examples, query_figures, topview_figures
@@ -53,7 +53,8 @@ def run_demo(
     seconds["world"] = time.perf_counter() - t
 
     map_dir = out / "map"
-    if localize_config.method in REGRESSION_METHODS:
+    method = localize_config.method
+    if method != "auto" and estimators.entry(method).factory.needs_global_descriptor:
         # the relative-pose encoder (shipped model unless the config names one) is the global descriptor
         map_dir = out / "map_relpose"
         if map_config.global_descriptor != "relpose":

@@ -122,11 +122,6 @@ class Localizer:
         self.matcher = PairMatcher(self.map, config.matching)
         self.points_only = self.estimator.points_only(self.map)
 
-    @property
-    def regresses(self) -> bool:
-        """Whether the estimator needs the query's global descriptor of the map (``relpose``, ``unified``)."""
-        return self.map.config.global_descriptor == "relpose" and self.method in ("relpose", "unified")
-
     def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query") -> QueryResult:
         """Localize one ``(H, W, 3)`` uint8 image taken with ``camera``."""
         return self.localize_with_evidence(image, camera, name)[0]
@@ -159,7 +154,7 @@ class Localizer:
         if features is None and need_features:
             features = self.map.extractor(_need(image, name))
         gdesc = None
-        if retrieved is None or self.regresses:
+        if retrieved is None or self.estimator.needs_global_descriptor:
             gdesc = self.retriever.describe(_need(image, name), features)
         timings["extract"] = time.perf_counter() - t
 
@@ -340,7 +335,7 @@ def localize(
             try:
                 retrieved = given.retrieved(frame.name)
                 feats = given.local_features(frame.name)
-                needs_image = (retrieved is None or localizer.regresses
+                needs_image = (retrieved is None or localizer.estimator.needs_global_descriptor
                                or (feats is None and localizer.estimator.needs_local_features))
                 image = read_image(frame.image_path) if needs_image else None
                 file_matches = given.query_matches(frame.name, retrieved[0], feats) if retrieved else None

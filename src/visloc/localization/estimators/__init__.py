@@ -7,11 +7,7 @@ from .pnp import PnPConfig
 from .relpose import RELPOSE_FUSIONS, RelPoseEstimatorConfig
 from .unified import UnifiedConfig
 
-#: Estimators that regress relative poses (the map's global descriptor must be ``relpose``).
-REGRESSION_METHODS = ("relpose", "unified")
-
 __all__ = [
-    "REGRESSION_METHODS",
     "RELPOSE_FUSIONS",
     "EssentialConfig",
     "Estimate",

@@ -10,6 +10,7 @@ A plug-in is a class registered with its frozen config::
     @estimators.register("pnp", PnPConfig)
     class PnP:
         needs_local_features = True
+        needs_global_descriptor = False                 # the query's raw global descriptor (relpose, unified)
         def check(self, map_): ...                      # refuse maps it cannot use (ConfigError)
         def points_only(self, map_) -> bool: ...        # match only database keypoints with a 3D point?
         def __call__(self, query, map_) -> Estimate: ...
@@ -83,6 +84,8 @@ class Estimator(Protocol):
 
     #: Whether the query's local features (and matches) are needed.
     needs_local_features: bool
+    #: Whether the query's raw global descriptor of the map is needed (regression from the map's encoder).
+    needs_global_descriptor: bool
 
     def check(self, map_: Map) -> None:
         """Raise :class:`~visloc.errors.ConfigError` when this estimator cannot use ``map_``."""

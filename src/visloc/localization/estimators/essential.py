@@ -39,6 +39,7 @@ class Essential:
     :func:`~visloc.localization.fusion.fuse_rays` triangulates the centre and averages the rotations."""
 
     needs_local_features = True
+    needs_global_descriptor = False
 
     def __init__(self, config: EssentialConfig = EssentialConfig()) -> None:
         self.config = config

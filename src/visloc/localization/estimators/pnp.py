@@ -35,6 +35,7 @@ class PnP:
     """Pooled PnP; the images whose own correspondences agree with the result (``min_inliers``) support it."""
 
     needs_local_features = True
+    needs_global_descriptor = False
 
     def __init__(self, config: PnPConfig = PnPConfig()) -> None:
         self.config = config

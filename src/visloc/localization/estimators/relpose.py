@@ -61,6 +61,7 @@ class RelPose:
     """Regressed relative poses to the retrieved images, fused into one pose."""
 
     needs_local_features = False
+    needs_global_descriptor = True
 
     def __init__(self, config: RelPoseEstimatorConfig = RelPoseEstimatorConfig()) -> None:
         self.config = config

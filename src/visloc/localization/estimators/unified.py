@@ -44,6 +44,7 @@ class Unified:
     """Both estimates for every query; ``extra`` records both poses, the choice and its reason."""
 
     needs_local_features = True
+    needs_global_descriptor = True
 
     def __init__(self, config: UnifiedConfig = UnifiedConfig()) -> None:
         self.config = config
