@@ -96,7 +96,9 @@ def test_evaluate_identity_matches_the_hand_computed_pck(willow: Path, tmp_path:
 
 def test_every_semantic_cli_option_is_explained() -> None:
     group = typer.main.get_command(app)
-    commands = [group.commands["train"].commands["semantic"], group.commands["evaluate"].commands["semantic"],
+    ctx = typer.Context(group)
+    train = group.get_command(ctx, "train")  # imported on first use
+    commands = [train.get_command(ctx, "semantic"), group.commands["evaluate"].commands["semantic"],
                 group.commands["semantic"].commands["weak-pairs"]]
     for command in commands:
         assert command.help

@@ -1,17 +1,64 @@
-"""The ``visloc`` command line: thin wrappers over the public Python functions of the same names."""
+"""The ``visloc`` command line: thin wrappers over the public Python functions of the same names.
+
+Start-up stays light: this module imports only typer; each command imports what it runs, and the
+``visloc train`` sub-app (which needs torch) is imported when it is used (:class:`LazySubcommands`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from .errors import InputError as VislocInputError
 from .errors import VislocError
 
+
+class LazyGroup(TyperGroup):
+    """A sub-command group whose Typer app (``"module:attribute"``) is imported on first use; until then
+    it shows its static help in ``visloc --help``."""
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name=name, help=help, no_args_is_help=True)
+        self._target = target
+        self._group: Any = None
+
+    def _load(self) -> Any:
+        if self._group is None:
+            module, attribute = self._target.split(":")
+            self._group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+        return self._group
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return self._load().list_commands(ctx)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        return self._load().get_command(ctx, name)
+
+
+class LazySubcommands(TyperGroup):
+    """The top-level group: the eager commands plus the lazy groups of :data:`LAZY_GROUPS`."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_GROUPS]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        return LAZY_GROUPS.get(name) or super().get_command(ctx, name)
+
+
+#: Sub-apps imported only when used.
+LAZY_GROUPS: dict[str, LazyGroup] = {
+    "train": LazyGroup("train", "visloc.training.cli:train_app",
+                       "Train the pose regression and semantic matching networks."),
+}
+
 app = typer.Typer(
+    cls=LazySubcommands,
     help="visloc: find where a photo was taken and what it matches.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -21,13 +68,11 @@ map_app = typer.Typer(help="Build maps of database images.", no_args_is_help=Tru
 evaluate_app = typer.Typer(help="Evaluate outputs against ground truth.", no_args_is_help=True)
 world_app = typer.Typer(help="The embedded synthetic world.", no_args_is_help=True)
 semantic_app = typer.Typer(help="Semantic matching data: weakly labelled pairs.", no_args_is_help=True)
-from .training.cli import train_app  # noqa: E402  (the `visloc train` sub-app; it imports torch)
 
 app.add_typer(map_app, name="map")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(world_app, name="world")
 app.add_typer(semantic_app, name="semantic")
-app.add_typer(train_app, name="train")
 
 logger = logging.getLogger("visloc")
 
@@ -45,13 +90,24 @@ def _main(
     tune_malloc()
 
 
-def _parse_options(items: list[str] | None) -> dict:
-    """``key=value`` pairs; values are parsed as int, float, bool or left as strings."""
+def _parse_options(items: list[str] | None, valid: list[str] | None = None, option: str = "--set",
+                   note: str = "") -> dict:
+    """``key=value`` pairs; values are parsed as int, float, bool or left as strings.
+
+    Args:
+        valid: the keys accepted (``None``: any); another key is a :class:`~visloc.errors.ConfigError`
+            that names ``option`` and the key, lists the valid keys and adds ``note``.
+    """
+    from .errors import ConfigError
+
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"expected key=value, got {item!r}")
+        if valid is not None and key not in valid:
+            raise ConfigError(f"{option} {item}: unknown key {key!r}; valid keys: {', '.join(valid)}"
+                              + (f" ({note})" if note else ""))
         for cast in (int, float):
             try:
                 out[key] = cast(value)
@@ -119,12 +175,19 @@ def world_make(
     out: Annotated[Path, typer.Argument(help="Folder to write the world to (7-Scenes layout).")],
     scenes: Annotated[int, typer.Option(help="Number of scenes (rooms) in the one world frame.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
-    option: Annotated[list[str] | None, typer.Option("--set", help="Other WorldConfig fields, key=value.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--set", help=(
+        "Another WorldConfig field, key=value (repeat). Keys: train_traversals, frames_per_train_traversal, "
+        "frames_per_test_traversal, width, height, focal, exposure, white_balance, noise_sigma, low_texture, "
+        "repeated_textures, texel_density."))] = None,
 ) -> None:
     """Write the embedded world: scenes, training traversals and a test traversal with exact ground truth."""
+    import dataclasses
+
     from .datasets.synthetic import WorldConfig, make_world
 
-    root = make_world(out, WorldConfig(num_scenes=scenes, seed=seed, **_parse_options(option)))
+    valid = [f.name for f in dataclasses.fields(WorldConfig) if f.name not in ("num_scenes", "seed")]
+    options = _parse_options(option, valid, "--set", "the number of scenes and the seed are --scenes and --seed")
+    root = make_world(out, WorldConfig(num_scenes=scenes, seed=seed, **options))
     typer.echo(str(root))
 
 
@@ -136,12 +199,16 @@ def map_build(
              "paths relative to it).")],
     out: Annotated[Path, typer.Option(help="Map folder to create (a rerun resumes).")],
     split: Annotated[str | None, typer.Option(help="Frames that form the map: train, test, all, even, odd.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum, folder or colmap.")] = "auto",
     camera: Annotated[str | None, typer.Option(help="Intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
     poses: Annotated[Path | None, typer.Option(help="hloc pose file (image folders only).")] = None,
+    colmap: Annotated[Path | None, typer.Option(
+        help="COLMAP sparse model (cameras, images, points3D; .bin or .txt) of the images in DATASET: poses and "
+             "intrinsics from it (instead of --poses/--camera); --points colmap takes its 3D points.")] = None,
     extractor: Annotated[str, typer.Option(help="Local features: sift or aliked.")] = "sift",
     points: Annotated[str, typer.Option(
-        help="3D points: auto, depth, triangulate or none (images without poses: a retrieval-only map).")] = "auto",
+        help="3D points: auto, depth, triangulate, colmap (the --colmap model's points, taken by the keypoints "
+             "within 1.5 px of an observation) or none (images without poses: a retrieval-only map).")] = "auto",
     extractor_option: Annotated[list[str] | None, typer.Option("--extractor-set", help="Extractor option key=value.")] = None,
     global_descriptor: Annotated[str, typer.Option(
         help="Global descriptor for retrieval: vlad (no weights) or relpose (the relative-pose encoder; "
@@ -154,7 +221,12 @@ def map_build(
 
     config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
                        global_descriptor=global_descriptor, global_options=_parse_options(global_option))
-    summary = build_map(dataset, out, config, split=split, **_dataset_options(camera, poses, fmt))
+    options = _dataset_options(camera, poses, fmt)
+    if colmap is not None:
+        if camera or poses:
+            raise typer.BadParameter("--colmap gives the poses and intrinsics: leave out --poses and --camera")
+        options.update(format="colmap" if fmt == "auto" else fmt, model_dir=colmap)
+    summary = build_map(dataset, out, config, split=split, **options)
     typer.echo(f"map of {summary.num_images} images ({summary.points} points) in {summary.root}, "
                f"{len(summary.skipped)} skipped, {summary.seconds:.1f} s")
     for s in summary.skipped:
@@ -162,7 +234,10 @@ def map_build(
 
 
 # --- retrieve / match / localize ----------------------------------------------------------------------
-Split = Annotated[str, typer.Option(help="Which frames of a data set folder are queries (folders: all).")]
+Split = Annotated[str | None, typer.Option(
+    help="Which frames of a data set folder are queries. Default: the map's own data set gives its frames that "
+         "are not in the map (a map of the even frames localizes the odd ones); another folder gives its "
+         "test split (all images of a folder or TUM sequence).")]
 Format = Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or folder.")]
 QueryCamera = Annotated[str | None, typer.Option(
     help="Query intrinsics: 'MODEL W H params...' or a query-list file (default for a folder: f = 1.2 max(W, H)).")]
@@ -179,7 +254,7 @@ def retrieve(
     out: Annotated[Path, typer.Option(help="Pairs file to write (hloc: 'query db' per line, ranked); scores go "
                                            "to OUT.scores.json.")],
     num: Annotated[int, typer.Option("--num", help="Database images per query.")] = 5,
-    split: Split = "test",
+    split: Split = None,
     fmt: Format = "auto",
     camera: QueryCamera = None,
     rerank: Rerank = 30,
@@ -207,7 +282,7 @@ def match(
         help="features.h5 of the non-map images (hloc layout): read where it has them, extended otherwise.")] = None,
     matches: Annotated[Path | None, typer.Option(
         help="matches.h5 to write (hloc layout: matches0 + matching_scores0); pairs already in it are skipped.")] = None,
-    split: Split = "test",
+    split: Split = None,
     fmt: Format = "auto",
     camera: QueryCamera = None,
     plot: Annotated[Path | None, typer.Option(help="Two images: PNG of their matches.")] = None,
@@ -247,7 +322,7 @@ def localize(
     method: Annotated[str, typer.Option(
         help="auto (pnp with 3D points, else essential), pnp, essential, relpose or unified (the last two need "
              "a map built with --global-descriptor relpose).")] = "auto",
-    split: Split = "test",
+    split: Split = None,
     fmt: Format = "auto",
     camera: QueryCamera = None,
     num_retrieved: NumRetrieved = 5,
@@ -270,6 +345,8 @@ def localize(
     summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
+    for status, count in summary.status_counts().items():
+        typer.echo(f"  {count:5d}  {status}")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")
 
@@ -279,36 +356,36 @@ def localize(
 def evaluate_localization(
     poses: Annotated[Path, typer.Argument(help="Estimated poses (hloc format).")],
     gt: Annotated[Path, typer.Option(help="Ground truth: an hloc pose file or a data set folder.")],
-    split: Annotated[str, typer.Option(help="Split of a ground-truth data set folder.")] = "test",
+    split: Annotated[str | None, typer.Option(
+        help="Split of a ground-truth data set folder. Default: the queries of the run that wrote POSES (from "
+             "POSES.log.json), else test.")] = None,
     out: Annotated[Path | None, typer.Option(help="results.json to write (default: next to POSES).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
     report: Annotated[Path | None, typer.Option(help="Folder for report.html with top-view figures.")] = None,
     map_dir: Annotated[Path | None, typer.Option("--map", help="Map folder, to draw database cameras.")] = None,
 ) -> None:
     """Median errors and recall at (1cm,1deg) ... (5m,10deg) per scene; writes results.json."""
-    from .datasets import load_frames
-    from .evaluation.localization import default_scene_of, evaluate_localization_files
-    from .io.poses import read_poses
+    from .evaluation.localization import evaluate_localization_files, ground_truth_of_run
 
-    scene_of = None
-    if gt.is_file():
-        truth = read_poses(gt)
-    else:
-        frames = load_frames(gt, split=split, require_poses=True)
-        truth, scenes = frames.poses(), {f.name: f.scene for f in frames.frames}
-        scene_of = lambda name: scenes.get(name) or default_scene_of(name)  # noqa: E731
-    results = evaluate_localization_files(poses, truth, scene_of=scene_of)
     out = out or poses.with_name("results.json")
+    if out.exists() and not overwrite:
+        raise VislocInputError(out, "exists; pass --overwrite to replace it, or --out another file")
+    truth, scene_of, run = ground_truth_of_run(poses, gt, split)
+    results = evaluate_localization_files(poses, truth, scene_of=scene_of, config=run)
     results.write(out)
     typer.echo(results.format_table())
     typer.echo(f"\nresults: {out}")
     if report:
+        from .io.poses import read_poses
         from .localization import Map
         from .viz import write_report
         from .viz.localization import topview_figures
 
-        db = Map(map_dir) if map_dir else None
+        logged = Path(run["map"]) if run.get("map") else None  # the run's map, while it still exists
+        map_path = map_dir or (logged if logged is not None and (logged / "map.json").is_file() else None)
+        db = Map(map_path) if map_path else None
         figures = topview_figures(report / "figures", truth, read_poses(poses), db.poses if db else None,
-                                  db.scenes if db else None)
+                                  db.scenes if db else None, scene_of=scene_of)
         typer.echo(f"report:  {write_report(report, results, figures, f'visloc evaluation: {poses}')}")
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from visloc.datasets import read_cameras, read_image_folder
-from visloc.errors import InputError
-from visloc.geometry import Camera, InvalidCameraError, Pose
+from visloc.errors import ConfigError, InputError
+from visloc.geometry import Camera, Pose
 from visloc.io.poses import write_poses
 
 CAM = "PINHOLE 64 48 50 50 31.5 23.5"
@@ -89,8 +89,16 @@ def test_without_intrinsics_each_image_gets_the_default_camera_of_its_size(tmp_p
         w, h = Image.open(frame.image_path).size
         # hand-computed: f = 1.2 * longer side, principal point at the centre of the pixel grid
         assert frame.camera == Camera("SIMPLE_PINHOLE", w, h, (1.2 * max(w, h), (w - 1) / 2, (h - 1) / 2))
-    with pytest.raises(InvalidCameraError):
-        read_image_folder(root, camera="PINHOLE 64 48 50")
+    # a malformed camera string is a configuration error naming the option and the string
+    for bad, problem in [("PINHOLE 64 48 50", "PINHOLE takes 4 parameters, got 1"),
+                         ("PINHOLE 64 48 50 nan 31.5 23.5", "must be finite"),
+                         ("PINHOLE 64 48 0 50 31.5 23.5", "focal length must be positive"),
+                         ("SIMPLE_PINHOLE 64 48 0 31.5 23.5", "focal length must be positive"),
+                         ("PINHOLE 64 0 50 50 31.5 23.5", "size must be positive"),
+                         ("pinhole 64 48 50 50 31.5 23.5", "neither an intrinsics file nor a camera string")]:
+        with pytest.raises(ConfigError) as err:
+            read_image_folder(root, camera=bad)
+        assert str(err.value).startswith(f"--camera {bad!r}: ") and problem in str(err.value), str(err.value)
 
 
 def test_shared_camera_is_scaled_or_rejected_by_image_size(tmp_path: Path) -> None:
@@ -131,5 +139,39 @@ def test_empty_folder_and_bad_split(tmp_path: Path) -> None:
     assert read_image_folder(root, camera=CAM, split="odd").names == ["db/b.png"]
     # a folder has no train/test split: both read the whole folder
     assert read_image_folder(root, camera=CAM, split="test").names == read_image_folder(root, camera=CAM).names
-    with pytest.raises(ValueError, match="validation"):
+    with pytest.raises(ConfigError, match=r"^split 'validation': an image folder has no such split; choose one "
+                                          r"of all, even, odd \(train and test read the whole folder\)$"):
         read_image_folder(root, camera=CAM, split="validation")
+
+
+def test_image_declaring_too_many_pixels_is_skipped(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    root = make_folder(tmp_path / "imgs")
+    bomb = root / "db" / "bomb.png"
+    Image.new("RGB", (4, 4)).save(bomb)
+    data = bytearray(bomb.read_bytes())
+    data[16:24] = struct.pack(">II", 60000, 60000)  # the IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    bomb.write_bytes(bytes(data))
+    for camera in (CAM, None):  # a shared camera fitted to the header's size, or the default camera
+        fs = read_image_folder(root, camera=camera)
+        assert fs.names == ["db/a.jpg", "db/b.png", "query/q1.jpg"]
+        assert [(s.name, s.path) for s in fs.skipped] == [("db/bomb.png", bomb)]
+        assert "declares 60000x60000 pixels" in fs.skipped[0].reason
+
+
+def test_duplicate_names_in_query_list_or_pose_file_are_refused(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "imgs")
+    qlist = tmp_path / "q.txt"
+    qlist.write_text("query/q1.jpg PINHOLE 64 48 50 50 32 24\ndb/a.jpg PINHOLE 64 48 50 50 32 24\n"
+                     "query/q1.jpg PINHOLE 64 48 70 70 32 24\n")
+    with pytest.raises(InputError, match=r"line 3: image query/q1.jpg is listed twice \(lines 1 and 3\)") as err:
+        read_image_folder(root, camera=qlist)
+    assert err.value.path == qlist
+    poses = tmp_path / "poses.txt"
+    poses.write_text("db/a.jpg 1 0 0 0 0 0 0\ndb/b.png 1 0 0 0 1 0 0\ndb/a.jpg 1 0 0 0 0 0 1\n")
+    with pytest.raises(InputError, match=r"line 3: image db/a.jpg is listed twice \(lines 1 and 3\)") as err:
+        read_image_folder(root, poses=poses, camera=CAM)
+    assert err.value.path == poses

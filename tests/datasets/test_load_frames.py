@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visloc.datasets import FORMATS, detect_format, load_frames, read_7scenes, read_tum
+from visloc.datasets import FORMATS, detect_format, load_frames, read_7scenes, read_colmap_model, read_tum
 from visloc.errors import ConfigError, InputError
 from visloc.geometry import Camera
 
 
 def test_registry_holds_the_readers() -> None:
-    assert list(FORMATS) == ["7scenes", "tum", "folder"]
+    assert list(FORMATS) == ["7scenes", "tum", "folder", "colmap"]
+    assert FORMATS["colmap"].reader is read_colmap_model
     assert FORMATS["7scenes"].reader is read_7scenes
     assert FORMATS["tum"].reader is read_tum
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from visloc.datasets import read_7scenes
 from visloc.datasets.sevenscenes import read_pose_file
-from visloc.errors import InputError
+from visloc.errors import ConfigError, InputError
 from visloc.geometry import Camera, Pose
 from visloc.io.images import read_depth
 
@@ -261,7 +261,9 @@ def test_empty_or_missing_folder_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_split_is_rejected(tmp_path: Path) -> None:
     root = make_scene(tmp_path)
-    with pytest.raises(ValueError, match="validation"):
+    # a configuration error (reported without a traceback) naming the split, then the valid ones
+    with pytest.raises(ConfigError, match=r"^split 'validation': 7-Scenes has no such split; choose one of "
+                                          r"train, test, all, even, odd$"):
         read_7scenes(root, "validation")
 
 

@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from visloc.datasets import read_tum
 from visloc.datasets.tum import DEFAULT_CAMERA, read_camera_file
-from visloc.errors import InputError
+from visloc.errors import ConfigError, InputError
 from visloc.geometry import Camera, Pose, pose_error
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +191,8 @@ def test_even_odd_split_by_time(tmp_path: Path) -> None:
     all_names = read_tum(root, camera=DEFAULT_CAMERA).names
     assert read_tum(root, "even", camera=DEFAULT_CAMERA).names == all_names[0::2]
     assert read_tum(root, "odd", camera=DEFAULT_CAMERA).names == all_names[1::2]
-    with pytest.raises(ValueError, match="validation"):
+    with pytest.raises(ConfigError, match=r"^split 'validation': a TUM sequence has no such split; choose one "
+                                          r"of all, even, odd \(train and test read every frame\)$"):
         read_tum(root, "validation")
 
 

@@ -172,3 +172,34 @@ def test_list_images(tmp_path: Path) -> None:
     _rgb_png(tmp_path / "a.jpg")
     (tmp_path / "notes.txt").write_text("x")
     assert list_images(tmp_path) == [tmp_path / "a.jpg", tmp_path / "b" / "z.PNG"]
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A real 4x4 PNG whose IHDR is rewritten to declare ``width`` x ``height`` (CRC recomputed)."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"  # 8-byte signature, 4-byte length, then the first chunk's type
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_decompression_bomb_is_an_input_error_with_the_declared_size(tmp_path: Path) -> None:
+    bomb = _png_declaring(tmp_path / "bomb.png", 60000, 60000)
+    # Pillow itself refuses the header (the case this guards)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+    for read in (read_image, read_depth):
+        with pytest.raises(InputError, match="declares 60000x60000 pixels") as err:
+            read(bomb)
+        assert err.value.path == bomb
+        assert str(err.value).startswith(str(bomb))
+    # a header under the limit is still an ordinary (here: truncated) image, not a "bomb"
+    small = _png_declaring(tmp_path / "small.png", 5000, 5000)
+    with pytest.raises(InputError, match="cannot decode") as err:
+        read_image(small)
+    assert "declares" not in str(err.value)

@@ -76,3 +76,13 @@ def test_whitespace_name_is_refused_and_old_file_kept(tmp_path: Path) -> None:
         write_poses(path, {"b.jpg": Pose.identity(), "my photo.jpg": Pose.identity()})
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.txt"]  # no temporary left behind
+
+
+def test_duplicate_name_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    # the second pose of a.jpg used to replace the first silently
+    path = tmp_path / "poses.txt"
+    path.write_text("a.jpg 1 0 0 0 0 0 0\n# comment\nb.jpg 1 0 0 0 1 0 0\n\na.jpg 1 0 0 0 5 5 5\n")
+    with pytest.raises(InputError) as err:
+        read_poses(path)
+    assert err.value.path == path
+    assert str(err.value) == f"{path}: line 5: image a.jpg is listed twice (lines 1 and 5)"

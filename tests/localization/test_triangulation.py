@@ -222,6 +222,35 @@ def test_min_views() -> None:
     assert np.isnan(two[names[2]]).all()  # never matched
 
 
+def _scene_with_a_twin(seed: int, twin_noise_px: float) -> tuple[Scene, str, str]:
+    """Four cameras plus ``db/twin.jpg``: the pose of ``db/0.jpg`` and its keypoints moved by a little
+    noise (a second, near-identical photo from the same place)."""
+    rng = np.random.default_rng(seed)
+    poses = _cameras(4)
+    poses["db/twin.jpg"] = poses["db/0.jpg"]
+    scene = Scene(_points(rng, 100), poses, seed=seed)
+    scene.keypoints["db/twin.jpg"] = scene.keypoints["db/0.jpg"] + rng.normal(0.0, twin_noise_px, (len(scene.keypoints["db/0.jpg"]), 2))
+    scene.point_of["db/twin.jpg"] = scene.point_of["db/0.jpg"].copy()
+    return scene, "db/0.jpg", "db/twin.jpg"
+
+
+@pytest.mark.parametrize("twin_noise_px", [1e-3, 0.3])
+def test_two_views_from_one_centre_give_nan_not_an_error(twin_noise_px: float) -> None:
+    # the twins matched only with each other: every ray leaves the same centre, so no depth is defined
+    # (this raised LinAlgError: Singular matrix)
+    scene, a, b = _scene_with_a_twin(10, twin_noise_px)
+    out = triangulate_database(scene.keypoints, scene.cameras, scene.poses, {(a, b): scene.true_matches(a, b)})
+    assert np.isnan(out[a]).all() and np.isnan(out[b]).all()
+    # with the other images matched too, the twins' points come from the views with parallax (four
+    # distinct centres, not five as in the first test: a slightly looser bound)
+    names = list(scene.poses)
+    matches = {(x, y): scene.true_matches(x, y) for x, y in _all_pairs(names)}
+    out = triangulate_database(scene.keypoints, scene.cameras, scene.poses, matches)
+    for name in names:
+        err = np.linalg.norm(out[name] - scene.points[scene.point_of[name]], axis=1)
+        assert np.isfinite(err).all() and np.median(err) < 0.02, name
+
+
 # --- the building blocks -----------------------------------------------------------------------
 
 
@@ -289,3 +318,25 @@ def test_refine_points_zero_iterations_is_identity(iterations: int) -> None:
     rng = np.random.default_rng(9)
     X, P, rays = _observations(rng, 5, noise=1e-3)
     np.testing.assert_array_equal(refine_points(X, rays, P, np.ones((5, 4), bool), iterations), X)
+
+
+def test_refine_points_drops_points_without_depth_and_refines_the_rest() -> None:
+    rng = np.random.default_rng(11)
+    X_true, P, rays = _observations(rng, 6, noise=1e-3)
+    mask = np.ones(rays.shape[:2], dtype=bool)
+    X0 = X_true + 0.02
+    alone = refine_points(X0, rays, P, mask, iterations=3)
+    # points 0 and 1: two observations from one camera (the same P, slightly different rays); point 2:
+    # a single observation; point 3: not finite. Their depth is undetermined: NaN, not an exception.
+    P2, rays2, mask2, X2 = P.copy(), rays.copy(), mask.copy(), X0.copy()
+    for i in (0, 1):
+        P2[i, 1] = P2[i, 0]
+        rays2[i, 1] = rays2[i, 0] + 1e-4
+        mask2[i, 2:] = False
+    mask2[2, 1:] = False
+    X2[3] = np.nan
+    out = refine_points(X2, rays2, P2, mask2, iterations=3)
+    assert np.isnan(out[:4]).all()
+    # the others are refined exactly as they are on their own
+    np.testing.assert_allclose(out[4:], alone[4:], rtol=0, atol=1e-12)
+    assert np.linalg.norm(out[4:] - X_true[4:], axis=1).max() < 0.02

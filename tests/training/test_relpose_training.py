@@ -121,6 +121,14 @@ def test_cli_relpose_with_an_excluded_scene(tiny_world: Path, tmp_path: Path) ->
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["exclude_scenes"] == ["kitchen"] and config["loop"]["milestones"] == []
     assert load_model(out / "model.pt").config.translation_frame == "world"
+    # a finished run is not replaced by accident: a new run into the folder needs --resume or --overwrite
+    before = (out / "model.pt").read_bytes()
+    again = CliRunner().invoke(train_app, args)
+    assert isinstance(again.exception, InputError) and "--overwrite" in str(again.exception)
+    assert (out / "model.pt").read_bytes() == before
+    assert CliRunner().invoke(train_app, [*args, "--overwrite"]).exit_code == 0
+    both = CliRunner().invoke(train_app, [*args, "--overwrite", "--resume"])
+    assert isinstance(both.exception, InputError) and "contradict" in str(both.exception)
 
 
 def test_every_cli_option_is_explained() -> None:

@@ -17,6 +17,7 @@ from ..errors import ConfigError, InputError
 from ..io.cameras import read_cameras
 from ..io.images import IMAGE_SUFFIXES
 from .base import SPLITS, Frame, FrameSet, Skipped
+from .colmap import read_colmap_model
 from .image_folder import read_image_folder
 from .scannet import PairSet, PairWithGT, read_scannet_pairs
 from .semantic import (
@@ -63,6 +64,11 @@ def _has_images(path: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.rglob("*"))
 
 
+def _never(path: Path) -> bool:
+    """A layout chosen by an option, not by the folder (``model_dir=`` selects ``colmap``)."""
+    return False
+
+
 #: Readers by name, in detection order (the first whose ``detect`` accepts a folder wins).
 FORMATS: dict[str, FrameFormat] = {
     f.name: f
@@ -70,6 +76,7 @@ FORMATS: dict[str, FrameFormat] = {
         FrameFormat("7scenes", read_7scenes, _looks_7scenes, "train"),
         FrameFormat("tum", read_tum, _looks_tum, "all"),
         FrameFormat("folder", read_image_folder, _has_images, "all"),
+        FrameFormat("colmap", read_colmap_model, _never, "all"),
     )
 }
 
@@ -104,23 +111,30 @@ def load_frames(path: str | Path, split: str | None = None, format: str = "auto"
         path: the data set folder.
         split: which frames (``train`` / ``test`` for 7-Scenes; ``all`` / ``even`` / ``odd`` everywhere).
             ``None`` takes the format's default: ``train`` for 7-Scenes, ``all`` otherwise.
-        format: a name in :data:`FORMATS` (``7scenes``, ``tum``, ``folder``) or ``auto`` to detect it.
+        format: a name in :data:`FORMATS` (``7scenes``, ``tum``, ``folder``, ``colmap``) or ``auto`` to
+            detect it (``auto`` with a ``model_dir`` option is ``colmap``).
         **options: passed to the reader, e.g. ``camera=``, ``poses=`` (image folders, which need
-            ``camera`` and, for a map, ``poses`` with ``require_poses=True``), ``max_dt=`` (TUM).
+            ``camera`` and, for a map, ``poses`` with ``require_poses=True``), ``max_dt=`` (TUM),
+            ``model_dir=`` (a COLMAP sparse model over the image folder ``path``).
 
     Raises:
         InputError: the folder is missing, empty or unrecognisable, or the reader rejects a file.
-        ConfigError: unknown ``format`` or an option the reader does not take.
+        ConfigError: unknown ``format``, an option the reader does not take or one it needs missing.
         ValueError: a split the format does not define.
     """
+    if format == "auto" and "model_dir" in options:
+        format = "colmap"
     name = detect_format(path) if format == "auto" else format
     if name not in FORMATS:
         raise ConfigError(f"unknown data set format {format!r}; known: auto, {', '.join(FORMATS)}")
     fmt = FORMATS[name]
-    accepted = set(inspect.signature(fmt.reader).parameters) - {"root", "split"}
-    unknown = sorted(set(options) - accepted)
+    params = {n: p for n, p in list(inspect.signature(fmt.reader).parameters.items())[1:] if n != "split"}
+    unknown = sorted(set(options) - set(params))  # the first parameter is the folder
     if unknown:
-        raise ConfigError(f"option(s) {unknown} not understood by the {name} reader; it takes {sorted(accepted)}")
+        raise ConfigError(f"option(s) {unknown} not understood by the {name} reader; it takes {sorted(params)}")
+    missing = sorted(n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in options)
+    if missing:
+        raise ConfigError(f"the {name} reader needs the option(s) {missing}")
     return fmt.reader(Path(path), split=split or fmt.default_split, **options)
 
 
@@ -142,6 +156,7 @@ __all__ = [
     "read_7scenes",
     "read_camera_file",
     "read_cameras",
+    "read_colmap_model",
     "read_image_folder",
     "read_pairs_csv",
     "read_pf_pascal_csv",

@@ -57,12 +57,18 @@ class Skipped:
 
 @dataclass
 class FrameSet:
-    """Frames read from one data set folder, plus what was skipped and why."""
+    """Frames read from one data set folder, plus what was skipped and why.
+
+    Attributes:
+        colmap_model: the COLMAP sparse model the frames were read from (``format="colmap"``), whose 3D
+            points a map built with ``points="colmap"`` takes; ``None`` for the other formats.
+    """
 
     root: Path
     frames: list[Frame]
     skipped: list[Skipped] = field(default_factory=list)
     format: str = ""
+    colmap_model: Path | None = None
 
     @property
     def names(self) -> list[str]:

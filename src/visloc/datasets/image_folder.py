@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import InputError
-from ..geometry import CAMERA_MODELS, Camera, Pose
+from ..errors import ConfigError, InputError
+from ..geometry import CAMERA_MODELS, Camera, InvalidCameraError, Pose
 from ..io.cameras import read_cameras
 from ..io.images import list_images
 from ..io.poses import read_poses
-from ._common import image_size, select_split
+from ._common import image_size, select_split, unknown_split
 from .base import Frame, FrameSet, Skipped
 
 logger = logging.getLogger(__name__)
@@ -35,20 +35,32 @@ _ASPECT_TOL = 0.01
 def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | None, dict[str, Camera] | None]:
     """Interpret the ``camera`` option: one camera for all images, or a per-image intrinsics file.
 
-    A string whose first word is a COLMAP model name is a camera string; any other string is a path.
+    A string whose first word is a COLMAP model name is a camera string; any other string is a path (one of
+    several words that names no file is refused as a mistyped camera string).
 
     Returns:
         ``(shared camera, None)``, ``(None, per-image cameras)`` or ``(None, None)``.
 
     Raises:
-        InvalidCameraError: a malformed camera string.
+        ConfigError: a malformed camera string (too few parameters, NaN, a focal length that is not
+            positive ...), or a string that is neither a camera string nor an existing file; the message
+            names the ``--camera`` option and the string.
         InputError: a missing or malformed intrinsics file.
     """
     if camera is None or isinstance(camera, Camera):
         return camera, None
     text = str(camera).strip()
-    if isinstance(camera, str) and text.split(" ", 1)[0] in CAMERA_MODELS:
-        return Camera.from_colmap_string(text), None
+    words = text.split()
+    if isinstance(camera, str) and words and words[0] in CAMERA_MODELS:
+        try:
+            return Camera.from_colmap_string(text), None
+        except InvalidCameraError as e:
+            raise ConfigError(f"--camera {text!r}: {e}") from None
+    if isinstance(camera, str) and len(words) > 1 and not Path(text).exists():
+        raise ConfigError(
+            f"--camera {text!r}: neither an intrinsics file nor a camera string 'MODEL WIDTH HEIGHT PARAMS...' "
+            f"(models: {', '.join(CAMERA_MODELS)})"
+        )
     return None, read_cameras(camera)
 
 
@@ -127,11 +139,11 @@ def read_image_folder(
     Raises:
         InputError: the folder is missing or holds no image, or the pose /
             intrinsics file is malformed.
-        ValueError: unknown ``split``.
+        ConfigError: unknown ``split``, or a malformed camera string.
     """
+    if _SPLIT_ALIASES.get(split, split) not in FOLDER_SPLITS:
+        raise unknown_split(split, FOLDER_SPLITS, "an image folder", "train and test read the whole folder")
     split = _SPLIT_ALIASES.get(split, split)
-    if split not in FOLDER_SPLITS:
-        raise ValueError(f"an image folder has no split {split!r}; choose one of {', '.join(FOLDER_SPLITS)}")
     root = Path(root)
     files = list_images(root)
     shared, per_image = parse_camera_option(camera)
@@ -148,7 +160,7 @@ def read_image_folder(
     named = {p.relative_to(root).as_posix(): p for p in files}
     frames: list[Frame] = []
     skipped: list[Skipped] = []
-    for name, path in select_split(sorted(named.items()), split, FOLDER_SPLITS, "image folder"):
+    for name, path in select_split(sorted(named.items()), split, FOLDER_SPLITS, "an image folder"):
         pose = pose_map.get(name)
         if pose is None and require_poses:
             skipped.append(Skipped(name, path, f"no pose for this image in {pose_source}"))

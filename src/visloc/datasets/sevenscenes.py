@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..geometry import Camera, InvalidCameraError, InvalidPoseError, Pose
-from ._common import image_size, select_split
+from ._common import image_size, select_split, unknown_split
 from .base import Frame, FrameSet, Skipped
 
 logger = logging.getLogger(__name__)
@@ -286,10 +286,10 @@ def read_7scenes(
     Raises:
         InputError: ``root`` is not a 7-Scenes folder, a needed split file is missing or unparsable,
             ``dataset.json`` is malformed, or a requested scene does not exist.
-        ValueError: unknown ``split``.
+        ConfigError: unknown ``split``.
     """
     if split not in SEVENSCENES_SPLITS:
-        raise ValueError(f"7-Scenes has no split {split!r}; choose one of {', '.join(SEVENSCENES_SPLITS)}")
+        raise unknown_split(split, SEVENSCENES_SPLITS, "7-Scenes")
     root = Path(root)
     base, scene_dirs = find_scenes(root)
     if scenes is not None:

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..geometry import CAMERA_MODELS, Camera, InvalidCameraError, InvalidPoseError, Pose
 from ..io.images import IMAGE_SUFFIXES
 from ..io.text import data_lines
-from ._common import select_split
+from ._common import select_split, unknown_split
 from .base import Frame, FrameSet, Skipped
 
 logger = logging.getLogger(__name__)
@@ -238,13 +238,14 @@ def read_tum(
     Raises:
         InputError: no ``rgb/`` nor ``rgb.txt``, no image, a malformed ``rgb.txt`` / ``depth.txt`` /
             ``groundtruth.txt`` / ``camera.txt``, or no ``groundtruth.txt`` while ``require_poses``.
-        ValueError: unknown ``split`` or a negative ``max_dt``.
+        ConfigError: unknown ``split``.
+        ValueError: a negative ``max_dt``.
     """
     if split in _SPLIT_ALIASES:
         logger.warning("TUM sequences define no %r split; reading all frames (even/odd hold frames out)", split)
         split = _SPLIT_ALIASES[split]
     if split not in TUM_SPLITS:
-        raise ValueError(f"TUM sequences have no split {split!r}; choose one of {', '.join(TUM_SPLITS)}")
+        raise unknown_split(split, TUM_SPLITS, "a TUM sequence", "train and test read every frame")
     if max_dt < 0:
         raise ValueError(f"max_dt must be >= 0, got {max_dt}")
     root = Path(root)
@@ -263,7 +264,7 @@ def read_tum(
 
     frames: list[Frame] = []
     skipped: list[Skipped] = []
-    for stamp, image_path in select_split(images, split, TUM_SPLITS, "TUM"):
+    for stamp, image_path in select_split(images, split, TUM_SPLITS, "a TUM sequence"):
         name = image_path.relative_to(root).as_posix()
         if not image_path.is_file():
             skipped.append(Skipped(name, image_path, "image listed in rgb.txt does not exist"))

@@ -395,3 +395,59 @@ def evaluate_localization_files(
     return evaluate_localization(
         estimates, truth, scene_of=scene_of, thresholds=thresholds, config=run_config
     )
+
+
+def run_log(poses_path: str | Path) -> dict[str, Any] | None:
+    """The ``POSES.log.json`` that ``visloc localize`` wrote next to a pose file (``None`` when absent)."""
+    import json
+
+    path = Path(poses_path)
+    log = path.with_name(path.name + ".log.json")
+    if not log.is_file():
+        return None
+    try:
+        return json.loads(log.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(log, f"invalid JSON ({e})") from None
+
+
+def ground_truth_of_run(
+    poses_path: str | Path, gt: str | Path, split: str | None = None
+) -> tuple[dict[str, Pose], Callable[[str], str] | None, dict[str, Any]]:
+    """The ground truth a pose file is evaluated against, its scene of each name, and what is known of the run.
+
+    Args:
+        poses_path: the estimated poses; when ``visloc localize`` wrote them, its log names the queries.
+        gt: an hloc pose file (every pose in it is a query), or a data set folder.
+        split: the queries of a data set folder; ``None``: the queries of the run (localized, failed or
+            skipped, from the log), else the ``test`` split.
+
+    Returns:
+        ``(truth, scene_of, run)``: ``run`` holds the run's map, method, configuration and data set.
+    """
+    from ..datasets import load_frames
+
+    log = run_log(poses_path)
+    run: dict[str, Any] = {}
+    if log is not None:
+        run = {"map": log.get("map"), "method": log.get("method"), "localize_config": log.get("config")}
+    gt = Path(gt)
+    if gt.is_file():
+        return read_poses(gt), None, run
+    queries = None
+    if split is None and log is not None:
+        queries = {r["name"] for r in log.get("results", [])} | {s["name"] for s in log.get("skipped", [])}
+    frames = load_frames(gt, split="all" if queries is not None else (split or "test"), require_poses=True)
+    chosen = [f for f in frames.frames if queries is None or f.name in queries]
+    if not chosen:
+        raise InputError(gt, "none of the run's queries has a ground-truth pose here" if queries is not None
+                         else f"no frame with a pose in split {split or 'test'!r}")
+    scenes = {f.name: f.scene for f in chosen}
+
+    def scene_of(name: str) -> str:
+        return scenes.get(name) or default_scene_of(name)
+
+    scene_of.__name__ = f"scenes of the data set {gt.name}"
+    run["ground_truth"] = {"path": str(gt), "format": frames.format,
+                           "queries": "the run's (from its log)" if queries is not None else (split or "test")}
+    return {f.name: f.pose for f in chosen}, scene_of, run

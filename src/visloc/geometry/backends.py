@@ -1,20 +1,23 @@
 """The one adapter around PoseLib and pycolmap (their APIs change between releases).
 
 Every robust estimator visloc uses goes through this module, seeded, with thresholds in pixels, and
-returns visloc types (:class:`~visloc.geometry.Pose`, boolean inlier masks). Nothing else imports
-``poselib`` or ``pycolmap``.
+returns visloc types (:class:`~visloc.geometry.Pose`, boolean inlier masks). COLMAP sparse models are
+read here too (:func:`read_colmap_reconstruction`), as stored: :mod:`visloc.datasets.colmap` converts their
+pixel convention. Nothing else imports ``poselib`` or ``pycolmap``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import poselib
 import pycolmap
 
+from ..errors import InputError
 from .camera import Camera
-from .pose import Pose
+from .pose import InvalidPoseError, Pose
 from .rotation import quat_to_matrix
 
 
@@ -174,3 +177,143 @@ def estimate_relative_pose(
     if inliers.sum() < 5:
         return None
     return PoseEstimate(_pose_from_poselib(pose), inliers)
+
+
+# --- COLMAP sparse models -------------------------------------------------------------------------------
+#: The files of a COLMAP sparse model (``rigs`` and ``frames``, COLMAP >= 3.12, are optional).
+COLMAP_MODEL_FILES = ("cameras", "images", "points3D")
+
+
+@dataclass(frozen=True)
+class ColmapCamera:
+    """A camera of a COLMAP model as stored: pixel coordinates in **COLMAP's** convention (the centre of
+    the top-left pixel is ``(0.5, 0.5)``). Not a :class:`Camera`: the dataset reader converts it."""
+
+    model: str
+    width: int
+    height: int
+    params: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ColmapImage:
+    """A registered image of a COLMAP model.
+
+    Attributes:
+        name: the model's image name (a path relative to the image folder).
+        camera_id: key into :attr:`ColmapModel.cameras`.
+        cam_from_world: the pose, same convention as :class:`Pose` (read as a rotation matrix, so the
+            quaternion order of the pycolmap release does not matter).
+        points2D: ``(N, 2)`` the observations that have a 3D point, COLMAP pixel convention; empty unless
+            read with ``observations=True``.
+        points3D: ``(N, 3)`` their world points.
+    """
+
+    name: str
+    camera_id: int
+    cam_from_world: Pose
+    points2D: np.ndarray
+    points3D: np.ndarray
+
+
+@dataclass(frozen=True)
+class ColmapModel:
+    """A COLMAP sparse model read by :func:`read_colmap_reconstruction`.
+
+    Attributes:
+        path: the model folder.
+        file_format: ``bin`` or ``txt``.
+        cameras: by camera id.
+        images: the registered images, by name.
+        unregistered: names of the images the model lists without a pose.
+    """
+
+    path: Path
+    file_format: str
+    cameras: dict[int, ColmapCamera]
+    images: dict[str, ColmapImage]
+    unregistered: list[str]
+
+
+def colmap_model_format(model_dir: str | Path) -> str:
+    """``bin`` or ``txt``: the first format in which ``cameras``, ``images`` and ``points3D`` all exist.
+
+    Raises:
+        InputError: ``model_dir`` is not a folder or holds neither a complete binary nor a complete text model.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "COLMAP model folder does not exist" if not model_dir.exists()
+                         else "expected a COLMAP model folder, got a file")
+    for ext in ("bin", "txt"):
+        if all((model_dir / f"{n}.{ext}").is_file() for n in COLMAP_MODEL_FILES):
+            return ext
+    found = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".txt"))
+    raise InputError(
+        model_dir,
+        "not a COLMAP model: expected cameras, images and points3D as .bin or as .txt, found "
+        + (", ".join(found) if found else "none of them"),
+    )
+
+
+def _cam_from_world(image: pycolmap.Image) -> Pose:
+    """The image's ``cam_from_world`` (a method since pycolmap 3.12, a property before; ``qvec``/``tvec``
+    with a w-first quaternion before 0.5)."""
+    if hasattr(image, "cam_from_world"):
+        rigid = image.cam_from_world
+        rigid = rigid() if callable(rigid) else rigid
+        return Pose.from_matrix(np.asarray(rigid.matrix(), dtype=np.float64))
+    return Pose(quat_to_matrix(np.asarray(image.qvec, dtype=np.float64)), np.asarray(image.tvec))
+
+
+def _has_pose(image: pycolmap.Image) -> bool:
+    flag = image.has_pose if hasattr(image, "has_pose") else image.registered
+    return bool(flag() if callable(flag) else flag)
+
+
+def _model_name(camera: pycolmap.Camera) -> str:
+    name = camera.model_name if hasattr(camera, "model_name") else camera.model.name
+    return str(name)
+
+
+def read_colmap_reconstruction(model_dir: str | Path, observations: bool = False) -> ColmapModel:
+    """Read a COLMAP sparse model (binary or text) with pycolmap, as stored (no convention converted).
+
+    Args:
+        model_dir: the folder with ``cameras``, ``images`` and ``points3D`` (``.bin``, else ``.txt``).
+        observations: also read every image's 2D observations that have a 3D point (slow on large models).
+
+    Raises:
+        InputError: the folder is not a model, or pycolmap cannot parse it (the message says why).
+    """
+    model_dir = Path(model_dir)
+    ext = colmap_model_format(model_dir)
+    rec = pycolmap.Reconstruction()
+    try:
+        (rec.read_binary if ext == "bin" else rec.read_text)(str(model_dir))
+    except (ValueError, RuntimeError, OSError, IndexError) as e:
+        raise InputError(model_dir, f"cannot read the COLMAP {ext} model ({e})") from None
+    cameras = {
+        int(cid): ColmapCamera(_model_name(c), int(c.width), int(c.height), tuple(float(p) for p in c.params))
+        for cid, c in rec.cameras.items()
+    }
+    images: dict[str, ColmapImage] = {}
+    unregistered: list[str] = []
+    points = rec.points3D
+    for image in rec.images.values():
+        if not _has_pose(image):
+            unregistered.append(image.name)
+            continue
+        xy = np.zeros((0, 2))
+        xyz = np.zeros((0, 3))
+        if observations:
+            obs = [(p.xy, p.point3D_id) for p in image.points2D if p.has_point3D()]
+            if obs:
+                xy = np.array([o[0] for o in obs], dtype=np.float64).reshape(-1, 2)
+                xyz = np.array([points[o[1]].xyz for o in obs], dtype=np.float64).reshape(-1, 3)
+        try:
+            pose = _cam_from_world(image)
+        except InvalidPoseError as e:
+            raise InputError(model_dir, f"image {image.name}: invalid pose in the COLMAP model ({e})") from None
+        images[image.name] = ColmapImage(image.name, int(image.camera_id), pose, xy, xyz)
+    return ColmapModel(model_dir, ext, cameras, images, unregistered)

@@ -74,9 +74,10 @@ class Camera:
         if len(parts) < 4:
             raise InvalidCameraError(f"expected 'MODEL WIDTH HEIGHT PARAMS...', got {text!r}")
         try:
-            return cls(parts[0], int(parts[1]), int(parts[2]), tuple(float(p) for p in parts[3:]))
+            width, height, params = int(parts[1]), int(parts[2]), tuple(float(p) for p in parts[3:])
         except ValueError as e:
             raise InvalidCameraError(f"cannot parse camera {text!r}: {e}") from None
+        return cls(parts[0], width, height, params)
 
     def to_colmap_string(self) -> str:
         return " ".join([self.model, str(self.width), str(self.height), *(f"{p:.10g}" for p in self.params)])

@@ -12,9 +12,19 @@ from .text import data_lines
 
 
 def read_cameras(path: str | Path) -> dict[str, Camera]:
-    """Read ``{name: Camera}``; errors name the file and the line."""
+    """Read ``{name: Camera}``; errors name the file and the line.
+
+    Raises:
+        InputError: the file is missing, a line is malformed, or an image name is listed twice (both
+            line numbers are named).
+    """
     cameras: dict[str, Camera] = {}
+    first_line: dict[str, int] = {}
     for lineno, parts in data_lines(path, "camera file"):
+        if parts[0] in first_line:
+            raise InputError(path, f"line {lineno}: image {parts[0]} is listed twice (lines {first_line[parts[0]]} "
+                                   f"and {lineno})")
+        first_line[parts[0]] = lineno
         try:
             cameras[parts[0]] = Camera.from_colmap_string(" ".join(parts[1:]))
         except InvalidCameraError as e:

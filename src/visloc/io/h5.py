@@ -131,9 +131,27 @@ class ShardedH5Writer:
                     out.attrs[key] = value
         for shard in shards:
             shard.unlink()
-        if self.shard_dir.is_dir() and not any(self.shard_dir.iterdir()):
-            self.shard_dir.rmdir()
+        self._remove_shard_dir()
         return self.path
+
+    def _remove_shard_dir(self) -> None:
+        """Remove the shard folder with the temporary files an interrupted flush left in it (only the
+        run that owns the output may call this: see :func:`visloc.io.lock.run_lock`)."""
+        if not self.shard_dir.is_dir():
+            return
+        for leftover in self.shard_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not any(self.shard_dir.iterdir()):
+            self.shard_dir.rmdir()
+
+    def discard(self) -> None:
+        """Forget everything stored: the file, the shards and the buffer (a run that starts afresh)."""
+        self._buffer.clear()
+        self._done.clear()
+        for shard in self._shards():
+            shard.unlink()
+        self._remove_shard_dir()
+        self.path.unlink(missing_ok=True)
 
 
 class H5Reader:

@@ -3,6 +3,8 @@
 * EXIF orientation is applied (phones store rotated JPEGs), as in hloc's ``read_image``.
 * Grey, RGBA, palette, 16-bit and float images come back as 8-bit RGB (or grey on request).
 * A missing, unreadable or truncated file raises :class:`~visloc.errors.InputError` naming the file.
+* So does a file whose header declares more pixels than Pillow's decompression-bomb limit (twice
+  ``PIL.Image.MAX_IMAGE_PIXELS``): a corrupt or hostile header must not abort a batch.
 """
 
 from __future__ import annotations
@@ -17,12 +19,53 @@ from ..errors import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 
 
+def _declared_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` that the header of ``path`` declares, read by the format plug-in that
+    accepts the file without Pillow's pixel limit (the file is not decoded); ``None`` if none does."""
+    Image.init()
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for fmt in Image.ID:
+                factory, accept = Image.OPEN[fmt]
+                accepted = accept(prefix) if accept is not None else True
+                if not accepted or isinstance(accepted, str):  # a string is Pillow's "almost" warning
+                    continue
+                fp.seek(0)
+                try:
+                    width, height = factory(fp, str(path)).size
+                    return int(width), int(height)
+                except Exception:  # this plug-in cannot parse the header either: try the next one
+                    continue
+    except OSError:
+        return None
+    return None
+
+
+def too_many_pixels_error(path: str | Path, error: Exception) -> InputError:
+    """The :class:`InputError` for an image that Pillow refused as a decompression bomb (``error``):
+    it names the file and the size its header declares."""
+    path = Path(path)
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    size = _declared_size(path)
+    if size is None:
+        return InputError(path, f"image declares too many pixels ({error})")
+    width, height = size
+    return InputError(
+        path,
+        f"image declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
+        f"{limit / 1e6:.0f}-megapixel limit (a corrupt header or a decompression bomb); not decoded",
+    )
+
+
 def _open(path: Path) -> Image.Image:
     if not path.is_file():
         raise InputError(path, "image file does not exist")
     try:
         img = Image.open(path)
         img.load()  # forces decoding, so truncated files fail here
+    except Image.DecompressionBombError as e:
+        raise too_many_pixels_error(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"cannot decode image ({e})") from None
     return img

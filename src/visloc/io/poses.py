@@ -16,12 +16,22 @@ from .text import data_lines
 
 
 def read_poses(path: str | Path) -> dict[str, Pose]:
-    """Read an hloc pose file into ``{name: Pose}`` (``cam_from_world``)."""
+    """Read an hloc pose file into ``{name: Pose}`` (``cam_from_world``).
+
+    Raises:
+        InputError: the file is missing, a line is malformed or holds an invalid pose, or an image name
+            is listed twice (both line numbers are named: which pose is meant is unknown).
+    """
     poses: dict[str, Pose] = {}
+    first_line: dict[str, int] = {}
     for lineno, parts in data_lines(path, "pose file"):
         if len(parts) != 8:
             raise InputError(path, f"line {lineno}: expected 'name qw qx qy qz tx ty tz', got {len(parts)} fields")
         name = parts[0]
+        if name in first_line:
+            raise InputError(path, f"line {lineno}: image {name} is listed twice (lines {first_line[name]} "
+                                   f"and {lineno})")
+        first_line[name] = lineno
         try:
             values = [float(v) for v in parts[1:]]
             poses[name] = Pose.from_qt(values[:4], values[4:])

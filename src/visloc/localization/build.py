@@ -1,7 +1,8 @@
 """``visloc map build``: database images with known poses -> a map folder (see :mod:`.map`).
 
 Stages, each resumable: local features (sharded HDF5, skips images already done), global
-descriptors + FAISS index, database 3D points (registered depth or triangulation), manifest last.
+descriptors + FAISS index, database 3D points (registered depth, triangulation or a COLMAP model's
+points), manifest last.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..datasets import load_frames
 from ..datasets.base import Frame, FrameSet, Skipped
+from ..datasets.colmap import read_colmap_observations
 from ..errors import ConfigError, InputError
 from ..features import LocalFeatures, extractors
 from ..geometry.backends import cam_from_img
@@ -91,19 +93,48 @@ def points_from_depth(frame: Frame, keypoints: np.ndarray) -> np.ndarray:
 
 def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
     """Local features of every image, and its global descriptor when that needs no fitting (it is
-    computed from the image while the image is in memory)."""
+    computed from the image while the image is in memory).
+
+    Each image's file size and modification time (``source_size``, ``source_mtime_ns``: attributes of its
+    feature group) are stored with its features; a rerun extracts again the images whose file changed
+    since (or vanished: they are then skipped and reported), and keeps the others' features. Features
+    stored without these attributes (older maps) are kept."""
+    import h5py
+
+    def file_stat(frame: Frame) -> tuple[int, int] | None:
+        try:
+            st = frame.image_path.stat()
+        except OSError:
+            return None
+        return int(st.st_size), int(st.st_mtime_ns)
+
     extractor = extractors.create(config.extractor, **config.extractor_options)
     descriptor = global_descriptors.create(config.global_descriptor, **config.global_options)
     per_image_global = not getattr(descriptor, "needs_fit", False)
     writer = ShardedH5Writer(out / M.LOCAL_FEATURES, flush_every=16)
     global_writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=16) if per_image_global else None
     done = writer.done() & global_writer.done() if global_writer else writer.done()
-    todo = [f for f in frames if f.name not in done]
+    recorded: dict[str, tuple[int, int]] = {}
+    shards = sorted(writer.shard_dir.glob("*.h5")) if writer.shard_dir.is_dir() else []
+    for path in [writer.path, *shards]:  # the order finalize merges them in: a later entry wins
+        if not path.is_file():
+            continue
+        with h5py.File(path, "r") as f:
+            for name in list_h5_names(path):
+                attrs = f[name].attrs
+                if "source_size" in attrs and "source_mtime_ns" in attrs:
+                    recorded[name] = (int(attrs["source_size"]), int(attrs["source_mtime_ns"]))
+    changed = {f.name for f in frames if f.name in done and f.name in recorded and file_stat(f) != recorded[f.name]}
+    todo = [f for f in frames if f.name not in done or f.name in changed]
     if len(todo) < len(frames):
         logger.info("resuming: %d of %d images already have features", len(frames) - len(todo), len(frames))
+    if changed:
+        logger.warning("%d image file(s) changed since their features were extracted (e.g. %s): extracting "
+                       "them again", len(changed), min(changed))
     failed: set[str] = set()
     try:
         for frame in tqdm(todo, desc="local features", unit="img"):
+            source = file_stat(frame)  # before reading: a file changed while it is read counts as changed
             try:
                 image = read_image(frame.image_path)
             except InputError as e:
@@ -119,6 +150,7 @@ def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: l
                     "scores": feats.scores,
                     "image_size": np.array(feats.image_size),
                 },
+                attrs={"source_size": source[0], "source_mtime_ns": source[1]} if source is not None else None,
             )
             if global_writer is not None:
                 global_writer.add(frame.name, {"global_descriptor": descriptor(image, feats).astype(np.float32)})
@@ -159,10 +191,69 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
     GlobalIndex(M.index_vectors(desc, vectors), names).save(out / M.GLOBAL_INDEX)
 
 
-def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig) -> str:
+#: Where database 3D points can come from (``MapConfig.points``).
+POINT_MODES = ("auto", "depth", "triangulate", "colmap", "none")
+#: ``points="colmap"``: largest distance (pixels) between a database keypoint and the COLMAP observation
+#: whose 3D point it takes.
+COLMAP_RADIUS_PX = 1.5
+
+
+def points_from_observations(
+    keypoints: np.ndarray, observations: np.ndarray, points3D: np.ndarray, radius_px: float = COLMAP_RADIUS_PX
+) -> np.ndarray:
+    """The 3D point of each keypoint from the nearest observation of a reconstruction.
+
+    Args:
+        keypoints: ``(N, 2)`` pixels (visloc's convention).
+        observations: ``(M, 2)`` observations of the image that have a 3D point, same convention.
+        points3D: ``(M, 3)`` their world points.
+        radius_px: largest keypoint-observation distance.
+
+    Returns:
+        ``(N, 3)`` float32: the world point of the observation nearest to each keypoint, NaN where none
+        lies within ``radius_px`` (several keypoints may share one observation's point).
+    """
+    from scipy.spatial import cKDTree
+
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    out = np.full((len(keypoints), 3), np.nan, dtype=np.float32)
+    if len(keypoints) == 0 or len(observations) == 0:
+        return out
+    dist, idx = cKDTree(np.asarray(observations, dtype=np.float64)).query(
+        keypoints, k=1, distance_upper_bound=radius_px)
+    found = np.isfinite(dist)
+    out[found] = np.asarray(points3D, dtype=np.float32)[idx[found]]
+    return out
+
+
+def _points_from_colmap(frames: list[Frame], out: Path, model_dir: Path) -> None:
+    """``points3D.h5`` from the 3D points of a COLMAP model (see :func:`points_from_observations`)."""
+    observations = read_colmap_observations(model_dir)
+    none = (np.zeros((0, 2)), np.zeros((0, 3)))
+    writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
+    found = total = 0
+    with H5Reader(out / M.LOCAL_FEATURES) as r:
+        for f in tqdm(frames, desc="3D points from the COLMAP model", unit="img"):
+            kps = M.read_local_features(r, f.name).keypoints
+            points = points_from_observations(kps, *observations.get(f.name, none))
+            writer.add(f.name, {"points3D": points})
+            found, total = found + int(np.isfinite(points[:, 0]).sum()), total + len(points)
+    writer.finalize(file_attrs={"source": "colmap"})
+    logger.info("%d of %d database keypoints took a 3D point of %s (within %.1f px)", found, total, model_dir,
+                COLMAP_RADIUS_PX)
+
+
+def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig,
+                  colmap_model: Path | None = None) -> str:
     if mode == "auto":
         mode = "depth" if frames and all(f.depth_path is not None for f in frames) else "triangulate"
     if mode == "none":
+        return mode
+    if mode == "colmap":
+        if colmap_model is None:
+            raise ConfigError("points=colmap takes the 3D points of a COLMAP model: read the map images "
+                              "from one (--colmap MODEL_DIR, format='colmap')")
+        _points_from_colmap(frames, out, colmap_model)
         return mode
     if mode == "depth":
         missing = [f for f in frames if f.depth_path is None]
@@ -238,10 +329,12 @@ def build_map(
     """Build (or resume building) a map of the database images of a data set.
 
     Args:
-        data: a data set folder (7-Scenes/University layout, TUM RGB-D, or an image folder with
-            ``poses=``/``camera=`` options) or an already loaded :class:`FrameSet`.
+        data: a data set folder (7-Scenes/University layout, TUM RGB-D, an image folder with
+            ``poses=``/``camera=`` options, or an image folder with a COLMAP model ``model_dir=``) or an
+            already loaded :class:`FrameSet`.
         out: the map folder to create.
-        config: feature / descriptor / 3D-point choices.
+        config: feature / descriptor / 3D-point choices (``points``: one of :data:`POINT_MODES`;
+            ``colmap`` needs frames read from a COLMAP model).
         split: which frames form the database (default: the format's own, ``train`` for 7-Scenes layouts).
         triangulation: settings used when 3D points are triangulated.
         dataset_options: passed to the data set reader (e.g. ``camera``, ``poses``).
@@ -250,9 +343,14 @@ def build_map(
         A summary; unusable images are listed in ``skipped`` (and in ``map.json``).
     """
     t0 = time.perf_counter()
+    if config.points not in POINT_MODES:
+        raise ConfigError(f"unknown points mode {config.points!r}; choose one of {', '.join(POINT_MODES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frameset = data if isinstance(data, FrameSet) else load_frames(data, split=split, **dataset_options)
+    if config.points == "colmap" and frameset.colmap_model is None:
+        raise ConfigError(f"points=colmap takes the 3D points of a COLMAP model, but {frameset.root} was read "
+                          f"as {frameset.format or 'frames'}: give the model (--colmap MODEL_DIR)")
     skipped = list(frameset.skipped)
     frames = [f for f in frameset.frames if f.pose is not None]
     retrieval_only = not frames and bool(frameset.frames) and config.points in ("none", "auto")
@@ -276,7 +374,7 @@ def build_map(
     if not frames:
         raise InputError(frameset.root, "none of the database images could be read")
     _global_stage(frames, out, config)
-    points = _points_stage(frames, out, config.points, triangulation)
+    points = _points_stage(frames, out, config.points, triangulation, frameset.colmap_model)
 
     write_poses(out / M.POSES, {f.name: f.pose for f in frames if f.pose is not None})
     write_cameras(out / M.CAMERAS, {f.name: f.camera for f in frames})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from ..geometry import Camera, Pose
 from ..io.atomic import write_json
 from ..io.h5 import H5Reader, MatchReader, ShardedH5Writer, match_arrays, names_to_pair
 from ..io.images import read_image
+from ..io.lock import run_lock
 from ..io.pairs import read_pair_scores, read_pairs, scores_sidecar, write_pairs
 from ..io.poses import write_poses
 from .estimators import QueryEvidence, estimators
@@ -217,6 +219,13 @@ class LocalizeSummary:
     def num_localized(self) -> int:
         return sum(r.pose is not None for r in self.results)
 
+    def status_counts(self) -> dict[str, int]:
+        """How many queries ended with each status (``localized`` or the reason it was not), most first."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
 
 class _StageInputs:
     """Stage outputs given as files (pairs, features, matches), read per query."""
@@ -279,7 +288,7 @@ def localize(
     queries: str | Path | FrameSet | Iterable[Frame],
     out: str | Path,
     config: LocalizeConfig = LocalizeConfig(),
-    split: str = "test",
+    split: str | None = None,
     checkpoint_every: int = 20,
     pairs: str | Path | None = None,
     features: str | Path | None = None,
@@ -307,54 +316,109 @@ def localize(
             the database side indexes the map's keypoints).
     """
     out = Path(out)
+    check_output_file(out, "--out")
     localizer = Localizer(map_dir, config)
-    frames, skipped = query_frames(queries, split, dataset_options)
+    frames, skipped = query_frames(queries, split, dataset_options, localizer.map)
+    frames, unnamed = split_unwritable_names(frames)
+    skipped += unnamed
     given = _StageInputs(*(Path(p) if p is not None else None for p in (pairs, features, matches)))
+    signature = {
+        "map": str(localizer.map.root.resolve()),
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+        "inputs": [str(p) if p is not None else None for p in (pairs, features, matches)],
+        "queries": [f.name for f in frames],
+    }
+    try:
+        with run_lock(out.with_name(out.name + ".lock"), str(out)):
+            return _localize_batch(localizer, frames, skipped, given, out, signature, checkpoint_every)
+    finally:
+        given.close()
 
-    done: dict[str, QueryResult] = {}
+
+def check_output_file(out: Path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Raises:
+        InputError: ``out`` is a folder, or its folder cannot be created or written.
+    """
+    if out.is_dir():
+        raise InputError(out, f"{option} must be a file, this is a folder")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(parent, f"cannot create the folder for {option} ({e.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(parent, f"cannot write {option} here (no write permission)")
+
+
+def split_unwritable_names(frames: list[Frame]) -> tuple[list[Frame], list[Skipped]]:
+    """Frames whose names the hloc text files can hold, and the others as skipped (names with whitespace)."""
+    ok = [f for f in frames if not any(c.isspace() for c in f.name)]
+    bad = [Skipped(f.name, f.image_path, "the name contains whitespace, which hloc pose and pairs files cannot "
+                                         "hold; rename the file") for f in frames if f not in ok]
+    return ok, bad
+
+
+def _resume_state(out: Path, signature: dict[str, Any], writers: list[ShardedH5Writer]) -> dict[str, QueryResult]:
+    """Queries already localized by an interrupted run with the same inputs; otherwise start afresh, so that
+    no output mixes two runs (a finished run's side files are replaced, not extended)."""
     partial = _partial_path(out)
     if partial.is_file():
         try:
-            done = {d["name"]: QueryResult.from_json(d) for d in json.loads(partial.read_text())["results"]}
-            logger.info("resuming: %d queries already localized in %s", len(done), partial)
+            saved = json.loads(partial.read_text())
+            if saved.get("signature") == signature:
+                done = {d["name"]: QueryResult.from_json(d) for d in saved["results"]}
+                logger.info("resuming: %d queries already localized in %s", len(done), partial)
+                return done
+            logger.warning("%s was started with other inputs or settings: starting afresh", out)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("ignoring unreadable checkpoint %s", partial)
+    for writer in writers:
+        writer.discard()
+    partial.unlink(missing_ok=True)
+    return {}
 
+
+def _localize_batch(
+    localizer: Localizer, frames: list[Frame], skipped: list[Skipped], given: _StageInputs, out: Path,
+    signature: dict[str, Any], checkpoint_every: int,
+) -> LocalizeSummary:
     paths = output_paths(out)
+    partial = _partial_path(out)
     feature_writer = ShardedH5Writer(paths["features"], flush_every=checkpoint_every + 1)
-    match_writer = ShardedH5Writer(paths["matches"], flush_every=checkpoint_every * config.retrieval.num_retrieved + 1)
+    match_writer = ShardedH5Writer(paths["matches"],
+                                   flush_every=checkpoint_every * localizer.config.retrieval.num_retrieved + 1)
+    done = _resume_state(out, signature, [feature_writer, match_writer])
 
     def checkpoint() -> None:
         feature_writer.flush()  # the h5 shards always hold at least the checkpointed queries
         match_writer.flush()
-        write_json(partial, {"results": [r.to_json() for r in done.values()]})
+        write_json(partial, {"signature": signature, "results": [r.to_json() for r in done.values()]})
 
     todo = [f for f in frames if f.name not in done]
-    try:
-        for k, frame in enumerate(tqdm(todo, desc="localize", unit="img")):
-            try:
-                retrieved = given.retrieved(frame.name)
-                feats = given.local_features(frame.name)
-                needs_image = (retrieved is None or localizer.estimator.needs_global_descriptor
-                               or (feats is None and localizer.estimator.needs_local_features))
-                image = read_image(frame.image_path) if needs_image else None
-                file_matches = given.query_matches(frame.name, retrieved[0], feats) if retrieved else None
-                result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name, retrieved,
-                                                                    feats, file_matches)
-            except InputError as e:
-                own = e.path in (frame.image_path, Path(frame.name))
-                skipped.append(Skipped(frame.name, frame.image_path, e.problem if own else str(e)))
-                continue
-            done[frame.name] = result
-            if evidence.features is not None:
-                feature_writer.add(frame.name, feature_arrays(evidence.features))
-                for db, m in evidence.matches.items():
-                    match_writer.add(names_to_pair(frame.name, db),
-                                     match_arrays(m, evidence.match_scores[db], len(evidence.features)))
-            if (k + 1) % checkpoint_every == 0:
-                checkpoint()
-    finally:
-        given.close()
+    for k, frame in enumerate(tqdm(todo, desc="localize", unit="img")):
+        try:
+            retrieved = given.retrieved(frame.name)
+            feats = given.local_features(frame.name)
+            needs_image = (retrieved is None or localizer.estimator.needs_global_descriptor
+                           or (feats is None and localizer.estimator.needs_local_features))
+            image = read_image(frame.image_path) if needs_image else None
+            file_matches = given.query_matches(frame.name, retrieved[0], feats) if retrieved else None
+            result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name, retrieved,
+                                                                feats, file_matches)
+        except InputError as e:
+            own = e.path in (frame.image_path, Path(frame.name))
+            skipped.append(Skipped(frame.name, frame.image_path, e.problem if own else str(e)))
+            continue
+        done[frame.name] = result
+        if evidence.features is not None:
+            feature_writer.add(frame.name, feature_arrays(evidence.features))
+            for db, m in evidence.matches.items():
+                match_writer.add(names_to_pair(frame.name, db),
+                                 match_arrays(m, evidence.match_scores[db], len(evidence.features)))
+        if (k + 1) % checkpoint_every == 0:
+            checkpoint()
 
     results = [done[f.name] for f in frames if f.name in done]
     feature_writer.finalize(file_attrs={"extractor": localizer.map.config.extractor})
@@ -368,9 +432,8 @@ def localize(
         {
             "map": str(localizer.map.root),
             "method": localizer.method,
-            "config": dataclasses.asdict(config) | {"estimator": dataclasses.asdict(localizer.estimator.config)},
-            "inputs": {"pairs": str(pairs) if pairs else None, "features": str(features) if features else None,
-                       "matches": str(matches) if matches else None},
+            "config": signature["config"] | {"estimator": dataclasses.asdict(localizer.estimator.config)},
+            "inputs": dict(zip(("pairs", "features", "matches"), signature["inputs"], strict=True)),
             "results": [r.to_json() for r in results],
             "skipped": [{"name": s.name, "path": str(s.path), "reason": s.reason} for s in skipped],
         },

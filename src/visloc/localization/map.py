@@ -18,6 +18,7 @@ A map folder holds, in formats hloc users know::
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -117,6 +118,16 @@ class Map:
         self.config = MapConfig(**self.manifest["config"])
         self.index = GlobalIndex.load(self.root / GLOBAL_INDEX, self.names)
         self._local = H5Reader(self.root / LOCAL_FEATURES)
+        stored = self._local.attrs.get("extractor")
+        if isinstance(stored, bytes):
+            stored = stored.decode("utf-8", "replace")
+        if stored is not None and str(stored) != self.config.extractor:
+            self._local.close()
+            raise InputError(
+                self.root,
+                f"{MANIFEST} names the extractor {self.config.extractor!r} but {LOCAL_FEATURES} holds "
+                f"{str(stored)!r} features (files of two builds mixed?); rebuild the map",
+            )
         self._global = H5Reader(self.root / GLOBAL_FEATURES)
         points_path = self.root / POINTS3D
         self._points = H5Reader(points_path) if points_path.is_file() else None
@@ -147,13 +158,31 @@ class Map:
         return extractors.create(self.config.extractor, **self.config.extractor_options)
 
     def make_global_descriptor(self):
+        """The map's global-descriptor plug-in, with its state from ``global_state.npz`` when it has one.
+
+        Raises:
+            InputError: the state file is missing, unreadable, holds pickled (object) data (never
+                loaded: unpickling runs code) or does not fit the descriptor.
+        """
         desc = global_descriptors.create(self.config.global_descriptor, **self.config.global_options)
         state_path = self.root / GLOBAL_STATE
         if getattr(desc, "needs_fit", False):
             if not state_path.is_file():
                 raise InputError(state_path, "global descriptor state is missing")
-            with np.load(state_path) as state:
-                desc.load_state(**{k: state[k] for k in state.files})
+            try:
+                loaded = np.load(state_path, allow_pickle=False)
+                if not isinstance(loaded, np.lib.npyio.NpzFile):
+                    raise ValueError("a single array, not an .npz archive")
+                with loaded as state:
+                    arrays = {k: state[k] for k in state.files}
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+                raise InputError(state_path, f"cannot read the global descriptor state ({e})") from None
+            try:
+                desc.load_state(**arrays)
+            except (TypeError, ValueError) as e:
+                raise InputError(
+                    state_path, f"not a {self.config.global_descriptor} state: holds {sorted(arrays)} ({e})"
+                ) from None
         return desc
 
     def _read_local(self, name: str) -> LocalFeatures:

@@ -118,7 +118,7 @@ def match_pairs(
     features: str | Path,
     matches: str | Path,
     config: MatchConfig = MatchConfig(),
-    split: str = "test",
+    split: str | None = None,
     flush_every: int = 64,
     **dataset_options: Any,
 ) -> MatchSummary:
@@ -141,7 +141,7 @@ def match_pairs(
     frames: dict[str, Frame] = {}
     skipped: list[Skipped] = []
     if queries is not None:
-        found, skipped = query_frames(queries, split, dataset_options)
+        found, skipped = query_frames(queries, split, dataset_options, the_map)
         frames = {f.name: f for f in found}
     feature_writer = ShardedH5Writer(features, flush_every=flush_every)
     match_writer = ShardedH5Writer(matches, flush_every=flush_every)

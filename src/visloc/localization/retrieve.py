@@ -101,7 +101,7 @@ def retrieve(
     queries: str | Path | FrameSet | Iterable[Frame],
     out: str | Path,
     config: RetrievalConfig = RetrievalConfig(),
-    split: str = "test",
+    split: str | None = None,
     **dataset_options: Any,
 ) -> RetrieveSummary:
     """Retrieve the ``config.num_retrieved`` best database images of every query and write them as a ranked
@@ -113,7 +113,7 @@ def retrieve(
         out: the pairs file to write.
     """
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
-    frames, skipped = query_frames(queries, split, dataset_options)
+    frames, skipped = query_frames(queries, split, dataset_options, the_map)
     retriever = Retriever(the_map, config)
     pairs: list[tuple[str, str]] = []
     scores: list[float] = []

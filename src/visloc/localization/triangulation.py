@@ -47,15 +47,22 @@ def triangulate_dlt(rays: np.ndarray, P: np.ndarray, mask: np.ndarray) -> np.nda
         mask: ``(N, V)`` which observations to use (at least 2 per point).
 
     Returns:
-        ``(N, 3)`` world points.
+        ``(N, 3)`` world points; NaN where a used observation is not finite or the solution lies at
+        infinity (rays that do not meet in front of any finite point, e.g. parallel rays).
     """
     A = np.concatenate(
         [rays[..., :1] * P[:, :, 2] - P[:, :, 0], rays[..., 1:] * P[:, :, 2] - P[:, :, 1]], axis=1
     )  # (N, 2V, 4)
-    A = A * np.concatenate([mask, mask], axis=1)[..., None]
-    _, _, Vt = np.linalg.svd(A)
-    X = Vt[:, -1]
-    return X[:, :3] / X[:, 3:4]
+    A = np.where(np.concatenate([mask, mask], axis=1)[..., None], A, 0.0)  # masked rows: zero, even if NaN
+    X = np.full((len(A), 4), np.nan)
+    finite = np.isfinite(A).all(axis=(1, 2))
+    if finite.any():
+        _, _, Vt = np.linalg.svd(A[finite])
+        X[finite] = Vt[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = X[:, :3] / X[:, 3:4]
+    out[~np.isfinite(out).all(axis=1)] = np.nan
+    return out
 
 
 def _project(X: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,22 +72,41 @@ def _project(X: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x_cam, x_cam[..., :2] / z
 
 
+#: A point whose Gauss-Newton normal matrix has ``smallest / largest eigenvalue`` below this is not fixed
+#: by its observations (e.g. every ray leaves the same camera centre: its depth is free).
+_DEGENERATE_RCOND = 1e-12
+
+
 def refine_points(X: np.ndarray, rays: np.ndarray, P: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
-    """Gauss-Newton on the reprojection error of each point (poses fixed). Shapes as :func:`triangulate_dlt`."""
+    """Gauss-Newton on the reprojection error of each point (poses fixed). Shapes as :func:`triangulate_dlt`.
+
+    A point its observations do not fix (fewer than two views, or every ray through one camera centre,
+    as for two images taken from the same pose: the normal equations are singular), or that is not
+    finite, comes back NaN; a degenerate point never stops the others from being refined.
+    """
+    X = np.array(X, dtype=np.float64)
     w = mask[..., None].astype(np.float64)
     for _ in range(iterations):
         x_cam, proj = _project(X, P)
         z = x_cam[..., 2]
-        r = (proj - rays) * w  # (N, V, 2)
-        # d(proj)/d(x_cam) = [[1/z, 0, -x/z^2], [0, 1/z, -y/z^2]]
-        dproj = np.zeros((*z.shape, 2, 3))
-        dproj[..., 0, 0] = 1.0 / z
-        dproj[..., 1, 1] = 1.0 / z
-        dproj[..., :, 2] = -proj / z[..., None]
-        J = np.einsum("nvab,nvbc->nvac", dproj, P[..., :3]) * w[..., None]  # (N, V, 2, 3)
-        H = np.einsum("nvai,nvaj->nij", J, J) + 1e-12 * np.eye(3)
-        g = np.einsum("nvai,nva->ni", J, r)
-        X = X - np.linalg.solve(H, g[..., None])[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            r = (proj - rays) * w  # (N, V, 2)
+            # d(proj)/d(x_cam) = [[1/z, 0, -x/z^2], [0, 1/z, -y/z^2]]
+            dproj = np.zeros((*z.shape, 2, 3))
+            dproj[..., 0, 0] = 1.0 / z
+            dproj[..., 1, 1] = 1.0 / z
+            dproj[..., :, 2] = -proj / z[..., None]
+            J = np.einsum("nvab,nvbc->nvac", dproj, P[..., :3]) * w[..., None]  # (N, V, 2, 3)
+            H = np.einsum("nvai,nvaj->nij", J, J)
+            g = np.einsum("nvai,nva->ni", J, r)
+        ok = np.isfinite(H).all(axis=(1, 2)) & np.isfinite(g).all(axis=1) & np.isfinite(X).all(axis=1)
+        eig = np.zeros((len(X), 3))
+        if ok.any():
+            eig[ok] = np.linalg.eigvalsh(H[ok])  # ascending
+        ok &= eig[:, 0] > _DEGENERATE_RCOND * eig[:, 2]
+        if ok.any():
+            X[ok] -= np.linalg.solve(H[ok], g[ok][..., None])[..., 0]
+        X[~ok] = np.nan
     return X
 
 
@@ -114,12 +140,15 @@ def _triangulate_image(rays: np.ndarray, P: np.ndarray, centers: np.ndarray, foc
         best[idx[better]] = agree[better]
     chosen = best & best[:, :1]
     usable = chosen.sum(axis=1) >= 2
-    Xo = np.zeros((len(rays), 3))
-    Xo[usable] = triangulate_dlt(rays[usable], P[usable], chosen[usable])
-    Xo = refine_points(Xo, rays, P, chosen, config.refine_iterations)
-    mask = inliers(Xo, np.arange(len(rays)), mask)
+    # NaN: not triangulated (refine_points also drops points whose views share one centre)
+    Xo = np.full((len(rays), 3), np.nan)
+    Xo[usable] = refine_points(triangulate_dlt(rays[usable], P[usable], chosen[usable]), rays[usable], P[usable],
+                               chosen[usable], config.refine_iterations)
+    with np.errstate(invalid="ignore"):
+        mask = inliers(Xo, np.arange(len(rays)), mask)
     v = Xo[:, None] - centers
-    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v /= np.linalg.norm(v, axis=-1, keepdims=True)
     cos = np.einsum("nvi,nwi->nvw", v, v)
     cos = np.where(mask[:, :, None] & mask[:, None, :], cos, 1.0)
     max_angle = np.degrees(np.arccos(np.clip(cos.min(axis=(1, 2)), -1.0, 1.0)))

@@ -34,13 +34,35 @@ Out = Annotated[Path, typer.Option(help="Output folder: checkpoints last.pt/best
 Resume = Annotated[bool, typer.Option(
     help="Continue from OUT/last.pt with the same settings (only --epochs, --device, --num-workers and "
          "--progress may change).")]
+Overwrite = Annotated[bool, typer.Option(help="Replace a training run already in OUT (default: refuse it).")]
+
+#: Files whose presence means a folder holds a training run.
+RUN_FILES = ("last.pt", "best.pt", "model.pt", "metrics.json")
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds one, unless it is resumed or replaced on purpose.
+
+    Raises:
+        InputError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set, or both are.
+    """
+    from ..errors import InputError
+
+    if resume and overwrite:
+        raise InputError(out, "--resume and --overwrite contradict each other; choose one")
+    found = [name for name in RUN_FILES if (out / name).is_file()]
+    if found and not (resume or overwrite):
+        raise InputError(out, f"holds a training run ({', '.join(found)}); pass --resume to continue it or "
+                              "--overwrite to replace it, or choose another --out")
 
 
 @RELPOSE_OPTIONS.command(train_app, "relpose")
-def relpose(config: TrainRelPoseConfig, data: Data, out: Out, resume: Resume = False) -> None:
+def relpose(config: TrainRelPoseConfig, data: Data, out: Out, resume: Resume = False,
+            overwrite: Overwrite = False) -> None:
     """Train the Siamese relative-pose network (Publication V) on pairs sampled by view overlap."""
     from .relpose import train_relpose
 
+    claim_run_folder(out, resume, overwrite)
     _report(train_relpose(data, out, config, resume=resume))
 
 
@@ -51,10 +73,12 @@ def posenet(
     out: Out,
     scene: Annotated[str, typer.Option(help="The scene to train on (PoseNet needs one model per scene).")],
     resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train a PoseNet absolute-pose regressor on one scene (the baseline of Publication V)."""
     from .posenet import train_posenet
 
+    claim_run_folder(out, resume, overwrite)
     _report(train_posenet(data, out, scene, config, resume=resume))
 
 
@@ -151,6 +175,7 @@ def semantic(
              "pairs), pub2_nn / pub2_chamfer (nearest-neighbour / Chamfer between keypoint sets + cyclic on the "
              "keypoints). Default: supervised for pretrain, pub2_chamfer for weak.")] = None,
     resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train a CNNGeometric semantic matcher: synthetic pretraining, or weak fine-tuning (Publications I, II).
 
@@ -163,6 +188,7 @@ def semantic(
     model = semantic_model_config(init, transform, backbone, weights, allow_random_init, train_fe, image_size,
                                   kernels, channels, reg_factor)
     config = dataclasses.replace(config, model=model, loss=LOSS_PRESETS[loss] if loss else None)
+    claim_run_folder(out, resume, overwrite)
     _report(train_semantic(out, config, resume=resume))
 
 

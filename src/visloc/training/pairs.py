@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 PAIR_COLUMNS = ("img1", "img2", "scene_id", "tx", "ty", "tz", "qw", "qx", "qy", "qz")
 #: Points closer than this (metres, camera z) to camera B count as behind it.
 MIN_DEPTH = 1e-6
+#: A rotation label whose quaternion is shorter than this is refused (labels are unit quaternions).
+MIN_QUATERNION_NORM = 1e-6
 
 
 @dataclass(frozen=True)
@@ -419,7 +421,8 @@ def read_pair_file(path: str | Path, translation_frame: str | None = None) -> li
         translation_frame: when given and the sidecar records another frame, the file is rejected.
 
     Raises:
-        InputError: a malformed line, or a translation frame that differs from the sidecar's.
+        InputError: a malformed line (a zero rotation quaternion included), or a translation frame that
+            differs from the sidecar's.
     """
     path = Path(path)
     pairs = []
@@ -434,6 +437,9 @@ def read_pair_file(path: str | Path, translation_frame: str | None = None) -> li
             raise InputError(path, f"line {lineno}: scene id and label must be numbers") from None
         if not np.all(np.isfinite(numbers)):
             raise InputError(path, f"line {lineno}: label holds NaN or infinity")
+        if np.linalg.norm(numbers[3:]) < MIN_QUATERNION_NORM:
+            raise InputError(path, f"line {lineno}: rotation label qw qx qy qz is zero (not a rotation; it "
+                                   "would make the loss NaN)")
         pairs.append(RelPosePair(parts[0], parts[1], scene_id, _floats(numbers[:3], 3), _floats(numbers[3:], 4)))
     side = pair_sidecar(path)
     if translation_frame is not None and side.is_file():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +22,22 @@ from .plots import plot_matches, plot_retrieval, plot_trajectories_topview
 def topview_figures(
     out_dir: Path, truth: Mapping[str, Pose], estimates: Mapping[str, Pose],
     database: Mapping[str, Pose] | None = None, database_scenes: Mapping[str, str] | None = None,
+    scene_of: Callable[[str], str] | None = None,
 ) -> list[tuple[str, Path]]:
-    """One top-view figure per scene (scene = first component of the query names)."""
+    """One top-view figure per scene: ground truth, estimates and the database cameras of that scene.
+
+    Args:
+        scene_of: the scene of a query name (default: the first path component); database images take
+            their scene from ``database_scenes`` (the map's), so both sides use the data set's scene names.
+    """
+    scene_of = scene_of or default_scene_of
     figures = []
-    for scene in sorted({default_scene_of(n) for n in truth}):
-        gt = {n: p for n, p in truth.items() if default_scene_of(n) == scene}
+    for scene in sorted({scene_of(n) for n in truth}):
+        gt = {n: p for n, p in truth.items() if scene_of(n) == scene}
         est = {n: p for n, p in estimates.items() if n in gt}
         db = None
         if database is not None:
-            db = {n: p for n, p in database.items() if (database_scenes or {}).get(n, default_scene_of(n)) == scene}
+            db = {n: p for n, p in database.items() if (database_scenes or {}).get(n, scene_of(n)) == scene}
         path = plot_trajectories_topview(gt, est, db, out_dir / f"topview_{scene}.png", f"{scene}: top view")
         figures.append((f"Top view: {scene}", path))
     return figures

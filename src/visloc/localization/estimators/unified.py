@@ -66,8 +66,10 @@ class Unified:
         prior = self.relpose(query, map_)
         geometry = self.geometric(map_)(query, map_)
         chosen, reason = "relpose", "geometry failed: " + geometry.status
-        if geometry.pose is not None:
-            dt, dR = pose_error(geometry.pose, prior.pose) if prior.pose is not None else (0.0, 0.0)
+        if geometry.pose is not None and prior.pose is None:
+            chosen, reason = "geometry", "no regressed prior: " + prior.status
+        elif geometry.pose is not None:
+            dt, dR = pose_error(geometry.pose, prior.pose)
             strong = max(geometry.inliers, default=0) >= cfg.strong_inliers
             multi_view = len(geometry.support) >= cfg.support_images
             if strong or multi_view or (dt <= cfg.gate_m and dR <= cfg.gate_deg):
