@@ -104,3 +104,12 @@ def test_every_semantic_cli_option_is_explained() -> None:
         assert command.help
         for param in command.params:
             assert getattr(param, "help", None), f"{command.name} --{param.name} has no help"
+
+
+def test_the_shipped_models_numbers_are_marked_in_sample(willow: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shipped.json"
+    output = invoke("evaluate", "semantic", "--data", willow, "--model", "shipped", "--out", out, "--class",
+                    "bird(A)").output
+    assert "in-sample" in output and "in-sample" in json.loads(out.read_text())["note"]
+    identity = invoke("evaluate", "semantic", "--data", willow, "--model", "identity", "--out", tmp_path / "i.json")
+    assert "in-sample" not in identity.output

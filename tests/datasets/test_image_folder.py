@@ -175,3 +175,16 @@ def test_duplicate_names_in_query_list_or_pose_file_are_refused(tmp_path: Path) 
     with pytest.raises(InputError, match=r"line 3: image db/a.jpg is listed twice \(lines 1 and 3\)") as err:
         read_image_folder(root, poses=poses, camera=CAM)
     assert err.value.path == poses
+
+
+def test_exif_focal_length_gives_the_default_cameras_focal(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 28  # 28 mm (35 mm equivalent)
+    Image.new("RGB", (80, 60), (90, 90, 90)).save(root / "with_exif.jpg", exif=exif)
+    Image.new("RGB", (40, 60), (90, 90, 90)).save(root / "plain.jpg")
+    cams = {f.name: f.camera for f in read_image_folder(root).frames}
+    # hand-computed: 28 / 36 of the longer side (80 px); without EXIF 1.2 x 60 px
+    assert cams["with_exif.jpg"] == Camera("SIMPLE_PINHOLE", 80, 60, (28 / 36 * 80, 39.5, 29.5))
+    assert cams["plain.jpg"] == Camera("SIMPLE_PINHOLE", 40, 60, (72.0, 19.5, 29.5))

@@ -172,6 +172,6 @@ def test_resuming_a_map_with_other_settings_is_refused(tiny_world: Path, tiny_ma
 
     build_map(tiny_world, tmp_path / "map", tiny_map_config, split="train")
     other = MapConfig(extractor_options={"max_keypoints": 512})
-    with pytest.raises(ConfigError, match="started with other settings"):
+    with pytest.raises(ConfigError, match=r"started with other settings \(config\.extractor_options\.max_keypoints: 1024 -> 512;"):
         build_map(tiny_world, tmp_path / "map", other, split="train")
     assert (tmp_path / "map" / "map.json").is_file()  # the finished map was not touched

@@ -105,6 +105,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(tiny_world:
     with pytest.raises(InputError, match="must be a file, this is a folder") as err:
         localize(tiny_map, tiny_world, tmp_path / "dir")
     assert err.value.path == tmp_path / "dir"
+    with pytest.raises(InputError, match="cannot create the folder for --out"):  # even root cannot write /proc
+        localize(tiny_map, tiny_world, Path("/proc/visloc-test/poses.txt"))
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)

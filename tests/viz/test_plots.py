@@ -174,3 +174,16 @@ def test_plotting_does_not_touch_pyplot(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "clean"
     assert (tmp_path / "p.png").is_file()
+
+
+def test_view_arrows_follow_the_optical_axis_in_the_top_view() -> None:
+    from visloc.viz.plots import view_arrows
+
+    # a camera at (1, 2, 3) looking along world +x: its +z axis is R[2] = (1, 0, 0)
+    R_wc = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # columns: camera x, y, z in world
+    pose = Pose.from_world_from_cam(R_wc, np.array([1.0, 2.0, 3.0]))
+    xy, uv = view_arrows([pose], 0, 1, 0.5)
+    np.testing.assert_allclose(xy, [[1.0, 2.0]])
+    np.testing.assert_allclose(uv, [[0.5, 0.0]], atol=1e-12)
+    # seen on the (x, z) plane the same camera looks along the first axis too; on (y, z) it is a point
+    np.testing.assert_allclose(view_arrows([pose], 1, 2, 0.5)[1], [[0.0, 0.0]], atol=1e-12)

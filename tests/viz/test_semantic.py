@@ -56,6 +56,9 @@ def test_figure_png_size_and_colours(tmp_path):
         pixels = np.asarray(im.convert("RGB"))
     assert count_color(pixels, "#1fbf3f") > 10 and count_color(pixels, "#e0302a") > 5
     assert "2/3" in fig.axes[2].get_title()
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert labels == ["source keypoints", "target keypoints (truth)",
+                      "source keypoint moved by the warp: within 0.1 L of its target", "farther"]
 
 
 def test_figure_from_theta_tensor_and_override(tmp_path):

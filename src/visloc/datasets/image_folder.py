@@ -4,8 +4,8 @@
   :func:`visloc.io.poses.read_poses`; it is already visloc's convention.
 * Intrinsics: one COLMAP camera string for every image (``PINHOLE 640 480 525 525 320 240``), a
   :class:`~visloc.geometry.Camera`, or a file in hloc's query-list format (``name MODEL W H params...``
-  per line). Without any, each image gets :func:`default_camera` for its own size (enough for retrieval;
-  give the real intrinsics to localize).
+  per line). Without any, each image gets :func:`default_camera` for its own size, with the focal length
+  of its EXIF when it has one (enough for retrieval; give the real intrinsics to localize precisely).
 
 Image names are paths relative to the folder, with ``/``.
 """
@@ -68,11 +68,35 @@ def parse_camera_option(camera: Camera | str | Path | None) -> tuple[Camera | No
 DEFAULT_FOCAL_FACTOR = 1.2
 
 
-def default_camera(width: int, height: int) -> Camera:
-    """The intrinsics assumed for an image without any: ``SIMPLE_PINHOLE`` with focal length
-    ``1.2 * max(width, height)`` (a common guess for photos, as COLMAP's default) and the principal point at
-    the image centre ``((width - 1) / 2, (height - 1) / 2)`` (visloc's pixel-centre convention)."""
-    f = DEFAULT_FOCAL_FACTOR * max(width, height)
+#: EXIF tags: the Exif sub-IFD and, in it, the 35 mm-equivalent focal length (mm).
+_EXIF_IFD, _EXIF_FOCAL_35MM = 0x8769, 0xA405
+#: The long side of a 35 mm film frame, in mm.
+_FILM_LONG_SIDE_MM = 36.0
+
+
+def exif_focal_px(path: Path, size: tuple[int, int]) -> float | None:
+    """Focal length in pixels from the image's EXIF 35 mm-equivalent focal length (``f35 / 36 mm`` of the
+    longer image side), or ``None`` when the file has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            f35 = img.getexif().get_ifd(_EXIF_IFD).get(_EXIF_FOCAL_35MM)
+    except Exception:  # unreadable or malformed EXIF: no focal length
+        return None
+    try:
+        f35 = float(f35)
+    except (TypeError, ValueError):
+        return None
+    return f35 / _FILM_LONG_SIDE_MM * max(size) if f35 > 0 else None
+
+
+def default_camera(width: int, height: int, focal_px: float | None = None) -> Camera:
+    """The intrinsics assumed for an image without any: ``SIMPLE_PINHOLE`` with focal length ``focal_px``
+    (from EXIF, :func:`exif_focal_px`) or else ``1.2 * max(width, height)`` (a common guess for photos, as
+    COLMAP's default), and the principal point at the image centre ``((width - 1) / 2, (height - 1) / 2)``
+    (visloc's pixel-centre convention)."""
+    f = focal_px if focal_px is not None else DEFAULT_FOCAL_FACTOR * max(width, height)
     return Camera("SIMPLE_PINHOLE", width, height, (f, (width - 1) / 2, (height - 1) / 2))
 
 
@@ -104,10 +128,12 @@ def _camera_for(
     except InputError as e:
         return None, e.problem
     if shared is None:
-        return default_camera(*size), ""
+        return default_camera(*size, focal_px=exif_focal_px(path, size)), ""
     cam = _fit(shared, size)
     if cam is None:
-        return None, f"image is {size[0]}x{size[1]}, camera is {shared.width}x{shared.height} (other aspect ratio)"
+        return None, (f"image is {size[0]}x{size[1]}, the shared --camera is {shared.width}x{shared.height} (another "
+                      "aspect ratio); give a query-list file with one camera per image, or no --camera for each "
+                      "image's own default")
     return cam, ""
 
 

@@ -301,12 +301,24 @@ def _check_started_config(path: Path, current: dict) -> None:
             started = json.loads(path.read_text())
         except json.JSONDecodeError:
             started = None
-        if started is not None and started != json.loads(json.dumps(current)):
+        now = json.loads(json.dumps(current))
+        if started is not None and started != now:
+            changed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _differences(started, now))
             raise ConfigError(
-                f"{path.parent}: this map folder was started with other settings ({path}); "
+                f"{path.parent}: this map folder was started with other settings ({changed}; see {path}); "
                 "build into a new folder or delete this one"
             )
     write_json(path, current)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` of every leaf that differs between two JSON-like dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 @dataclasses.dataclass(frozen=True)

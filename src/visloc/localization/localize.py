@@ -36,7 +36,7 @@ from ..io.poses import write_poses
 from .estimators import QueryEvidence, estimators
 from .map import Map, read_local_features
 from .match import MatchConfig, PairMatcher, feature_arrays
-from .queries import query_frames
+from .queries import query_frames, split_unwritable_names
 from .retrieve import RetrievalConfig, Retriever
 
 logger = logging.getLogger(__name__)
@@ -350,14 +350,6 @@ def check_output_file(out: Path, option: str) -> None:
         raise InputError(parent, f"cannot create the folder for {option} ({e.strerror})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(parent, f"cannot write {option} here (no write permission)")
-
-
-def split_unwritable_names(frames: list[Frame]) -> tuple[list[Frame], list[Skipped]]:
-    """Frames whose names the hloc text files can hold, and the others as skipped (names with whitespace)."""
-    ok = [f for f in frames if not any(c.isspace() for c in f.name)]
-    bad = [Skipped(f.name, f.image_path, "the name contains whitespace, which hloc pose and pairs files cannot "
-                                         "hold; rename the file") for f in frames if f not in ok]
-    return ok, bad
 
 
 def _resume_state(out: Path, signature: dict[str, Any], writers: list[ShardedH5Writer]) -> dict[str, QueryResult]:

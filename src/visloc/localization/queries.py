@@ -63,3 +63,11 @@ def query_frames(
         raise InputError(Path(str(queries)) if isinstance(queries, (str, Path)) else Path("<queries>"),
                          "no query images")
     return frames, skipped
+
+
+def split_unwritable_names(frames: list[Frame]) -> tuple[list[Frame], list[Skipped]]:
+    """Frames whose names the hloc text files can hold, and the others as skipped (names with whitespace)."""
+    ok = [f for f in frames if not any(c.isspace() for c in f.name)]
+    bad = [Skipped(f.name, f.image_path, "the name contains whitespace, which hloc pose and pairs files cannot "
+                                         "hold; rename the file") for f in frames if f not in ok]
+    return ok, bad

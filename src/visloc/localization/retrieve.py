@@ -24,7 +24,7 @@ from ..io.images import read_image
 from ..io.pairs import write_pairs
 from ..retrieval.pairs import pairs_from_retrieval
 from .map import Map, index_vectors
-from .queries import query_frames
+from .queries import query_frames, split_unwritable_names
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ def retrieve(
     """
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
     frames, skipped = query_frames(queries, split, dataset_options, the_map)
+    frames, unnamed = split_unwritable_names(frames)
+    skipped += unnamed
     retriever = Retriever(the_map, config)
     pairs: list[tuple[str, str]] = []
     scores: list[float] = []

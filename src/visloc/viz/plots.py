@@ -94,6 +94,17 @@ def _sequence_groups(names: Sequence[str]) -> list[list[str]]:
     return list(groups.values())
 
 
+def view_arrows(poses: Sequence[Pose], i: int, j: int, length: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where cameras look, seen from above: ``(N, 2)`` centres and ``(N, 2)`` arrows of the optical axis
+    (the camera's +z in the world, ``R[2]``) projected on the axes ``(i, j)``, scaled to ``length``
+    (shorter when the axis tilts out of the plane)."""
+    if not len(poses):
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    centers = np.array([p.center for p in poses])[:, [i, j]]
+    axes = np.array([p.R[2] for p in poses])[:, [i, j]]
+    return centers, axes * length
+
+
 def plot_trajectories_topview(
     truth: Mapping[str, Pose],
     estimates: Mapping[str, Pose],
@@ -107,7 +118,7 @@ def plot_trajectories_topview(
     The ground plane is chosen from the ground-truth and database centres only (a wild estimate
     must not tilt the view). Ground-truth centres are joined per sequence (names sorted, split by
     parent folder); each estimate is joined to its ground truth by a thin error segment; queries
-    without an estimate are marked with a cross.
+    without an estimate are marked with a cross. Short arrows show where every camera looks.
 
     Args:
         truth: ``{name: Pose}`` ground-truth query poses.
@@ -136,6 +147,15 @@ def plot_trajectories_topview(
 
     found = [n for n in sorted(gt_c) if n in estimates]
     missing = [n for n in sorted(gt_c) if n not in estimates]
+    # viewing directions: database (grey), ground truth (blue) and estimates (orange)
+    all_c = np.concatenate([np.array(list(gt_c.values())).reshape(-1, 3), db_c])[:, [i, j]]
+    length = 0.04 * float(np.max(np.ptp(all_c, axis=0))) if len(all_c) > 1 else 0.1
+    for poses, color in (((database or {}).values(), "0.6"), (truth.values(), "tab:blue"),
+                         ([estimates[n] for n in found], "tab:orange")):
+        xy, uv = view_arrows(list(poses), i, j, max(length, 1e-3))
+        if len(xy):
+            ax.quiver(xy[:, 0], xy[:, 1], uv[:, 0], uv[:, 1], color=color, angles="xy", scale_units="xy",
+                      scale=1.0, width=0.002, zorder=4)
     if found:
         est = np.array([estimates[n].center for n in found])
         gt = np.array([gt_c[n] for n in found])

@@ -149,9 +149,32 @@ def plot_semantic_alignment(
     for ax, img in zip(axes, (src, tgt, warped), strict=True):
         ax.set_xlim(-0.5, img.shape[1] - 0.5)
         ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    transferred = source_keypoints is not None and target_keypoints is not None
+    good = (f"source keypoint moved by the warp: within {alpha:g} L of its target" if correct is None
+            else "source keypoint moved by the warp: correct")
+    legend = _legend(source_keypoints is not None, target_keypoints is not None, ok if transferred else None, good)
+    if legend:
+        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
     if out_path is not None:
         save_figure(fig, out_path, dpi=dpi)
     return fig
+
+
+def _legend(source: bool, target: bool, ok: np.ndarray | None, good: str) -> list:
+    """Legend entries for the marks that are drawn: what the dots, circles and lines mean."""
+    from matplotlib.lines import Line2D
+
+    entries = []
+    if source:
+        entries.append(Line2D([], [], ls="", marker="o", mfc="yellow", mec="black", label="source keypoints"))
+    if target:
+        entries.append(Line2D([], [], ls="", marker="o", mfc="none", mec=_TARGET_COLOR,
+                              label="target keypoints (truth)"))
+    if ok is not None and ok.any():
+        entries.append(Line2D([], [], color=_INLIER, marker="o", label=good))
+    if ok is not None and not ok.all():
+        entries.append(Line2D([], [], color=_OUTLIER, marker="o", label="wrong" if "correct" in good else "farther"))
+    return entries
 
 
 def _shown(path: Path, mirrored: bool) -> np.ndarray:
