@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import typer.main
@@ -42,6 +43,24 @@ def test_training_lowers_the_loss(run) -> None:
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert min(r["val_loss"] for r in rows[1:]) < rows[0]["val_loss"]
     assert [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
+    # validation reports the relative-pose errors a user reads, not only a loss
+    assert all(r["val_median_cm"] >= 0 and 0 <= r["val_median_deg"] <= 180 for r in rows)
+
+
+def test_relative_pose_errors_by_hand() -> None:
+    from visloc.training.relpose import relative_pose_errors
+
+    half = np.sqrt(0.5)
+    t_pred = torch.tensor([[0.03, 0.04, 0.0], [1.0, 0.0, 0.0]])
+    q_pred = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2 * half, 0.0, 0.0, 2 * half]])  # unnormalised: 90 deg about z
+
+    def model(img_db, img_query):
+        return t_pred, q_pred
+
+    batch = [None, None, torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), torch.tensor([[-1.0, 0, 0, 0], [1.0, 0, 0, 0]])]
+    errors = relative_pose_errors(model, batch)
+    np.testing.assert_allclose(errors["cm"].numpy(), [5.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(errors["deg"].numpy(), [0.0, 90.0], atol=1e-3)  # q and -q are one rotation
 
 
 def test_outputs_and_final_model(run) -> None:

@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 #: ``loss_fn(model, batch) -> loss``: batch tensors are already on the device; the loss is a scalar,
 #: the mean over the samples of the batch.
 LossFn = Callable[[nn.Module, Sequence[torch.Tensor]], torch.Tensor]
+#: ``errors_fn(model, batch) -> {name: (B,) per-sample error}``, reported as medians over the validation set.
+ErrorsFn = Callable[[nn.Module, Sequence[torch.Tensor]], dict[str, torch.Tensor]]
 
 #: Settings of the training config (dotted paths; the :class:`LoopConfig` sits under ``"loop"``) that may
 #: differ between a checkpoint and a resumed run.
@@ -349,22 +351,34 @@ def evaluate(
     num_workers: int = 0,
     amp: bool = False,
     channels_last: bool = False,
-) -> float:
-    """Mean per-sample loss of ``model`` (eval mode) over ``dataset``, sharded over ranks without padding."""
+    errors_fn: ErrorsFn | None = None,
+) -> tuple[float, dict[str, float]]:
+    """Mean per-sample loss of ``model`` (eval mode) over ``dataset``, sharded over ranks without padding,
+    and the median over all samples of each per-sample error of ``errors_fn`` (e.g. cm and degrees)."""
     model.eval()
     shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))  # type: ignore[arg-type]
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=ctx.device.type == "cuda")
     total, count = 0.0, 0
+    errors: dict[str, list[np.ndarray]] = {}
     for batch in loader:
         batch = _to_device(batch, ctx.device, channels_last)
         with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=amp):
             loss = loss_fn(model, batch)
+            per_sample = errors_fn(model, batch) if errors_fn is not None else {}
         n = int(batch[0].shape[0])
         total += float(loss.float()) * n
         count += n
+        for name, values in per_sample.items():
+            errors.setdefault(name, []).append(values.detach().float().cpu().numpy().reshape(-1))
     total, count = _reduce([total, float(count)], ctx)
-    return total / count if count else float("nan")
+    local = {name: np.concatenate(v) for name, v in errors.items()}
+    if ctx.distributed and errors_fn is not None:
+        gathered: list[Any] = [None] * ctx.world_size
+        torch_dist.all_gather_object(gathered, local)
+        local = {name: np.concatenate([g.get(name, np.zeros(0)) for g in gathered]) for name in local}
+    medians = {name: float(np.median(v)) for name, v in local.items() if len(v)}
+    return (total / count if count else float("nan")), medians
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -380,6 +394,7 @@ def fit(
     resume: bool = False,
     ctx: DistContext | None = None,
     run_defaults: Mapping[str, Any] | None = None,
+    errors_fn: ErrorsFn | None = None,
 ) -> FitResult:
     """Train ``model`` and write checkpoints and ``metrics.json`` into ``out_dir`` (rank 0 only).
 
@@ -395,6 +410,8 @@ def fit(
             :data:`RESUME_MAY_CHANGE` applies).
         run_defaults: the config class's defaults as plain data: on resume they stand in for settings
             the checkpoint predates (:func:`check_resume_config`).
+        errors_fn: per-sample validation errors in the units a user reads (e.g. cm and degrees); their
+            medians are logged and written with each epoch (``val_median_<name>``).
         resume: continue from ``out_dir/last.pt`` when it exists (else start afresh, with a log line).
         ctx: the process's place in a distributed run (default: :func:`init_distributed` of
             ``config.device``, destroyed again at the end).
@@ -411,7 +428,7 @@ def fit(
     ctx = ctx or init_distributed(config.device)
     try:
         return _fit(model, loss_fn, train_set, val_set, out_dir, config, dict(run_config), resume, ctx,
-                    run_defaults)
+                    run_defaults, errors_fn)
     finally:
         if own_ctx:
             shutdown_distributed(ctx)
@@ -428,6 +445,7 @@ def _fit(
     resume: bool,
     ctx: DistContext,
     run_defaults: Mapping[str, Any] | None = None,
+    errors_fn: ErrorsFn | None = None,
 ) -> FitResult:
     device = ctx.device
     use_amp = config.amp and device.type == "cuda"
@@ -503,21 +521,23 @@ def _fit(
         scheduler.step()
         _broadcast_buffers(core, ctx)
         (train_seconds,) = _reduce([time.perf_counter() - t0], ctx, "max")
-        val_loss = None
+        val_loss, val_errors = None, {}
         if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
-            val_loss = evaluate(core, loss_fn, val_set, config.batch_size, ctx, config.num_workers, use_amp,
-                                config.channels_last)
+            val_loss, val_errors = evaluate(core, loss_fn, val_set, config.batch_size, ctx, config.num_workers,
+                                            use_amp, config.channels_last, errors_fn)
         (seconds,) = _reduce([time.perf_counter() - t0], ctx, "max")  # the slowest rank's time
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "seconds": seconds,
-               "train_seconds": train_seconds, "samples": int(count)}
+               "train_seconds": train_seconds, "samples": int(count),
+               **{f"val_median_{name}": value for name, value in val_errors.items()}}
         history.append(row)
         score = val_loss if val_loss is not None else train_loss
         improved = score < best["loss"]
         if improved:
             best = {"epoch": epoch + 1, "loss": score}
         if ctx.is_main:
-            logger.info("epoch %d/%d: train loss %.5f, val loss %s, lr %.2e, %.1f s", epoch + 1, config.epochs,
-                        train_loss, "-" if val_loss is None else f"{val_loss:.5f}", lr, seconds)
+            errors = "".join(f", val median {name} {value:.2f}" for name, value in val_errors.items())
+            logger.info("epoch %d/%d: train loss %.5f, val loss %s%s, lr %.2e, %.1f s", epoch + 1, config.epochs,
+                        train_loss, "-" if val_loss is None else f"{val_loss:.5f}", errors, lr, seconds)
             state = {"epoch": epoch + 1, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                      "history": history, "best": best, "config": run_config, "versions": base["versions"],

@@ -212,6 +212,18 @@ def _loss(beta: float) -> LossFn:
     return loss_fn
 
 
+def relative_pose_errors(model: nn.Module, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-pair errors of the regressed relative pose: ``cm`` (distance between the regressed and the true
+    translation label, metres x 100) and ``deg`` (angle between the regressed and the true rotation)."""
+    img_db, img_query, t, q = batch
+    t_pred, q_pred = model(img_db, img_query)
+    q_pred = torch.nn.functional.normalize(q_pred.float(), dim=-1)
+    q_true = torch.nn.functional.normalize(q.float(), dim=-1)
+    cos_half = (q_pred * q_true).sum(-1).abs().clamp(max=1.0)
+    return {"cm": 100.0 * torch.linalg.vector_norm(t_pred.float() - t.float(), dim=-1),
+            "deg": torch.rad2deg(2.0 * torch.arccos(cos_half))}
+
+
 def train_relpose(
     data_root: str | Path, out_dir: str | Path, config: TrainRelPoseConfig = TrainRelPoseConfig(), resume: bool = False
 ) -> dict[str, Any]:
@@ -257,7 +269,7 @@ def train_relpose(
                         len(train_set), len(val_pairs), ctx.world_size, ctx.device)
         result = fit(model, _loss(config.beta), train_set, val_set, out_dir, config.loop,
                      run_config=config.to_dict(), resume=resume, ctx=ctx,
-                     run_defaults=type(config)().to_dict())
+                     run_defaults=type(config)().to_dict(), errors_fn=relative_pose_errors)
         metrics = {"task": "relpose", **result.metrics, "pairs": {"train": len(train_pairs), "val": len(val_pairs)},
                    "model_file": str(out_dir / MODEL_FILE)}
         if ctx.is_main:
