@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visloc.errors import InputError
+from visloc.errors import ConfigError, InputError
 from visloc.retrieval import GlobalIndex
 from visloc.retrieval import index as index_module
+from visloc.retrieval.index import IndexConfig
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -128,3 +129,139 @@ def test_load_with_wrong_names_names_the_file(tmp_path: Path, data) -> None:
     with pytest.raises(InputError) as err:
         GlobalIndex.load(path, names[:-1])
     assert err.value.path == path
+
+
+# --- IndexConfig / build / add (IVF-PQ) ------------------------------------------------------------------
+
+
+def _clustered(rng: np.random.Generator, n: int, d: int, clusters: int, latent: int = 8) -> np.ndarray:
+    """Unit vectors around ``clusters`` random centres, each cluster spread along its own ``latent``-dim
+    subspace plus a little isotropic noise (descriptors have a low intrinsic dimension)."""
+    centers = rng.normal(size=(clusters, d))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    basis = rng.normal(size=(clusters, latent, d)) / np.sqrt(d)
+    label = rng.integers(0, clusters, n)
+    z = 0.5 * rng.normal(size=(n, latent))
+    x = centers[label] + np.einsum("nl,nld->nd", z, basis[label]) + 0.1 * rng.normal(size=(n, d)) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _recall(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / ref.shape[1] for a, b in zip(got, ref, strict=True)]))
+
+
+IVFPQ = IndexConfig(kind="ivfpq", nlist=64, m=32, nbits=6, nprobe=16, train_size=5000)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    rng = np.random.default_rng(1)
+    x = _clustered(rng, 20_200, 64, 50)
+    db, q = x[:20_000], x[20_000:]
+    names = [f"db/{i:05d}.jpg" for i in range(len(db))]
+    _, ref = GlobalIndex(db, names).search(q, 10)
+    return db, q, names, ref
+
+
+@pytest.fixture(scope="module")
+def ivfpq(clustered) -> GlobalIndex:
+    db, _, names, _ = clustered
+    return GlobalIndex.build(db, names, IVFPQ)
+
+
+def test_ivfpq_recall_against_exact(clustered, ivfpq: GlobalIndex) -> None:
+    _, q, _, ref = clustered
+    assert ivfpq.kind == "ivfpq" and ivfpq.nprobe == 16 and len(ivfpq) == 20_000 and ivfpq.dim == 64
+    scores, idx = ivfpq.search(q, 10, block=64)
+    assert idx.shape == scores.shape == (200, 10)
+    assert _recall(idx, ref) >= 0.8
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_ivfpq_honours_nprobe(clustered) -> None:
+    db, q, names, ref = clustered
+    index = GlobalIndex.build(db, names, IVFPQ)
+    index.nprobe = 1
+    low = _recall(index.search(q, 10)[1], ref)
+    index.nprobe = 64
+    high = _recall(index.search(q, 10)[1], ref)
+    assert low < high
+    index.nprobe = 10_000  # clipped to nlist
+    assert index.nprobe == 64
+
+
+def test_ivfpq_is_compact(ivfpq: GlobalIndex, clustered) -> None:
+    db, _, names, _ = clustered
+    flat = GlobalIndex(db, names)
+    assert flat.kind == "flat" and flat.nprobe is None
+    assert ivfpq.nbytes() < flat.nbytes() / 3
+
+
+def test_ivfpq_save_load_round_trip(tmp_path: Path, clustered, ivfpq: GlobalIndex) -> None:
+    _, q, names, _ = clustered
+    path = tmp_path / "global_index.faiss"
+    ivfpq.save(path)
+    loaded = GlobalIndex.load(path, names)
+    assert loaded.kind == "ivfpq" and loaded.nprobe == 16
+    for a, b in zip(loaded.search(q, 10), ivfpq.search(q, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_build_flat_equals_constructor(data) -> None:
+    db, q, names = data
+    built = GlobalIndex.build(db, names)
+    assert built.kind == "flat"
+    for a, b in zip(built.search(q, 5), GlobalIndex(db, names).search(q, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_add_equals_building_at_once(data) -> None:
+    db, q, names = data
+    index = GlobalIndex(db[:20], names[:20])
+    index.add(db[20:35], names[20:35])
+    index.add(db[35:35], [])  # nothing
+    index.add(db[35:], names[35:])
+    assert index.names == names and len(index) == 50
+    for a, b in zip(index.search(q, 9), GlobalIndex(db, names).search(q, 9), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_add_to_ivfpq(clustered) -> None:
+    db, q, names, ref = clustered
+    index = GlobalIndex.build(db[:12_000], names[:12_000], IVFPQ)
+    index.add(db[12_000:], names[12_000:])
+    assert index.names == names
+    assert _recall(index.search(q, 10)[1], ref) >= 0.8
+
+
+def test_duplicate_names_refused(data) -> None:
+    db, _, names = data
+    index = GlobalIndex(db[:10], names[:10])
+    with pytest.raises(ConfigError, match=r"db/003\.jpg"):
+        index.add(db[10:12], [names[10], names[3]])
+    with pytest.raises(ConfigError, match=r"db/011\.jpg"):
+        index.add(db[10:13], [names[11], names[12], names[11]])
+    assert len(index) == 10 and index.index.ntotal == 10  # nothing added
+    with pytest.raises(ConfigError, match=r"db/001\.jpg"):
+        GlobalIndex.build(db[:3], [names[0], names[1], names[1]])
+    with pytest.raises(ValueError):
+        index.add(db[10:12, :16], names[10:12])
+
+
+def test_ivfpq_too_few_vectors(data) -> None:
+    db, _, names = data
+    with pytest.raises(ConfigError, match=r"50 training vectors.*nlist=64.*at least 64"):
+        GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=64, m=8, nbits=4))
+    with pytest.raises(ConfigError, match=r"train_size=10"):
+        GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=16, m=8, nbits=4, train_size=10))
+    with pytest.raises(ConfigError, match="divide"):
+        GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=4, m=5, nbits=4))
+
+
+def test_bad_index_config() -> None:
+    with pytest.raises(ConfigError, match="kind"):
+        IndexConfig(kind="hnsw")
+    with pytest.raises(ConfigError, match="nprobe"):
+        IndexConfig(nprobe=0)
+    with pytest.raises(ConfigError, match="nprobe"):
+        GlobalIndex(np.eye(4, dtype=np.float32), list("abcd")).nprobe = 3

@@ -1,22 +1,115 @@
 """Nearest-neighbour search over global descriptors: the one place that talks to FAISS.
 
-Exact inner-product search (``IndexFlatIP``) on L2-normalised descriptors; queries are searched in
-blocks, so the full query x database similarity matrix is never built.
+Inner-product search on L2-normalised descriptors, exact (``IndexFlatIP``, the default) or approximate
+(IVF-PQ, :class:`IndexConfig` ``kind="ivfpq"``). Queries are searched in blocks, so the full
+query x database similarity matrix is never built.
+
+Memory bound of :meth:`GlobalIndex.search` (``M`` queries, ``N`` database rows, dimension ``D``):
+besides the index itself (flat: ``4 N D`` bytes, 2 GB at 1M x 512; IVF-PQ: about ``m + 8`` bytes a
+vector) a search holds its outputs, ``12 M k`` bytes, plus per block of ``block`` queries a
+``block x k`` result heap and FAISS's own scratch: the flat index computes similarities in BLAS tiles of
+at most ``faiss.cvar.distance_compute_blas_query_bs x distance_compute_blas_database_bs`` (4096 x 1024
+floats, 16 MB) whatever ``N`` is, and IVF-PQ only scores the ``nprobe`` probed inverted lists
+(``block x nprobe`` coarse assignments plus a ``m x 2**nbits`` lookup table per query). So 1M x 512
+never materialises an ``M x N`` matrix.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivfpq")
+MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns (and clusters poorly)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How :meth:`GlobalIndex.build` indexes the descriptors.
+
+    Args:
+        kind: ``"flat"`` (exact inner product) or ``"ivfpq"`` (inverted file with ``nlist`` lists,
+            residuals product-quantised into ``m`` codes of ``nbits`` bits; approximate).
+        nlist: IVF coarse centroids (ivfpq). Rule of thumb: ``4 sqrt(N)`` to ``16 sqrt(N)``.
+        m: PQ sub-quantizers; must divide the descriptor dimension. Code size is ``m * nbits / 8``
+            bytes a vector.
+        nbits: bits per PQ code (8 is the fast path).
+        nprobe: inverted lists scanned per query (recall vs speed).
+        train_size: at most this many vectors (a seeded random sample) train the quantizers.
+        seed: sample seed.
+    """
+
+    kind: str = "flat"
+    nlist: int = 1024
+    m: int = 64
+    nbits: int = 8
+    nprobe: int = 32
+    train_size: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"index kind must be one of {KINDS}, got {self.kind!r}")
+        for key in ("nlist", "m", "nbits", "nprobe", "train_size"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"index {key} must be >= 1, got {getattr(self, key)}")
+        if self.nbits > 16:
+            raise ConfigError(f"index nbits must be <= 16, got {self.nbits}")
+
+    def min_train(self) -> int:
+        """Fewest training vectors ``ivfpq`` accepts: one per coarse centroid and per PQ centroid."""
+        return max(self.nlist, 2**self.nbits)
+
+
+# --- version-sensitive FAISS calls (checked against faiss 1.15) -------------------------------------
+
+def _make_ivfpq(dim: int, config: IndexConfig) -> faiss.Index:
+    """An untrained inner-product IVF-PQ index (the Python wrapper keeps ``quantizer`` alive)."""
+    quantizer = faiss.IndexFlatIP(dim)
+    return faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, faiss.METRIC_INNER_PRODUCT)
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF part of ``index``, or ``None`` for a non-IVF (flat) index."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def _as_matrix(descriptors: np.ndarray, names: list[str]) -> np.ndarray:
+    descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+    if descriptors.ndim != 2 or len(descriptors) != len(names):
+        raise ValueError(f"need (N, D) descriptors for {len(names)} names, got {descriptors.shape}")
+    return descriptors
+
+
+def _check_unique(names: Iterable[str], existing: set[str] | None = None) -> None:
+    seen = set(existing or ())
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"duplicate database image name {name!r}: index names must be unique")
+        seen.add(name)
 
 
 class GlobalIndex:
     """Database descriptors with their image names.
+
+    ``GlobalIndex(descriptors, names)`` is the exact flat index; :meth:`build` makes any
+    :class:`IndexConfig` kind.
 
     Args:
         descriptors: ``(N, D)`` float32, L2-normalised.
@@ -24,12 +117,45 @@ class GlobalIndex:
     """
 
     def __init__(self, descriptors: np.ndarray, names: list[str]) -> None:
-        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
-        if descriptors.ndim != 2 or len(descriptors) != len(names):
-            raise ValueError(f"need (N, D) descriptors for {len(names)} names, got {descriptors.shape}")
+        descriptors = _as_matrix(descriptors, names)
         self.names = list(names)
         self.index = faiss.IndexFlatIP(descriptors.shape[1])
         self.index.add(descriptors)
+
+    @classmethod
+    def build(cls, descriptors: np.ndarray, names: list[str], config: IndexConfig | None = None) -> GlobalIndex:
+        """Index ``(N, D)`` L2-normalised float32 ``descriptors`` as ``config`` says (default: flat).
+
+        ``ivfpq`` trains on a seeded sample of at most ``config.train_size`` rows, so needs at least
+        ``max(nlist, 2**nbits)`` vectors (and ``D`` divisible by ``m``); raises :class:`ConfigError`
+        otherwise, or on duplicate names.
+        """
+        config = config or IndexConfig()
+        descriptors = _as_matrix(descriptors, names)
+        _check_unique(names)
+        if config.kind == "flat":
+            return cls(descriptors, names)
+        n, dim = descriptors.shape
+        if dim % config.m:
+            raise ConfigError(f"ivfpq: m={config.m} sub-quantizers must divide the descriptor dimension {dim}")
+        n_train = min(n, config.train_size)
+        if n_train < config.min_train():
+            raise ConfigError(
+                f"ivfpq: {n_train} training vectors ({n} descriptors, train_size={config.train_size}) are too few "
+                f"for nlist={config.nlist} lists and 2**nbits={2**config.nbits} PQ centroids; need at least "
+                f"{config.min_train()} (ideally {MIN_POINTS_PER_CENTROID * config.min_train()}): lower nlist/nbits "
+                f"or use kind='flat'"
+            )
+        if n_train < MIN_POINTS_PER_CENTROID * config.min_train():
+            log.warning("ivfpq: %d training vectors for %d centroids; recall may suffer", n_train, config.min_train())
+        rng = np.random.default_rng(config.seed)
+        sample = descriptors if n_train == n else descriptors[np.sort(rng.choice(n, n_train, replace=False))]
+        index = _make_ivfpq(dim, config)
+        index.train(np.ascontiguousarray(sample))
+        index.add(descriptors)
+        self = cls.from_faiss(index, names)
+        self.nprobe = config.nprobe
+        return self
 
     @classmethod
     def from_faiss(cls, index: faiss.Index, names: list[str]) -> GlobalIndex:
@@ -46,8 +172,47 @@ class GlobalIndex:
     def dim(self) -> int:
         return int(self.index.d)
 
+    @property
+    def kind(self) -> str:
+        """``"flat"`` or ``"ivfpq"``."""
+        return "flat" if _ivf(self.index) is None else "ivfpq"
+
+    @property
+    def nprobe(self) -> int | None:
+        """Inverted lists scanned per query (``None`` for a flat index). Saved with the index."""
+        ivf = _ivf(self.index)
+        return None if ivf is None else int(ivf.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        ivf = _ivf(self.index)
+        if ivf is None:
+            raise ConfigError("nprobe only applies to an ivfpq index")
+        if int(value) < 1:
+            raise ConfigError(f"nprobe must be >= 1, got {value}")
+        ivf.nprobe = min(int(value), int(ivf.nlist))
+
+    def add(self, descriptors: np.ndarray, names: list[str]) -> None:
+        """Append ``(K, D)`` L2-normalised float32 ``descriptors`` named ``names`` (rows ``N .. N+K-1``).
+
+        An ``ivfpq`` index encodes them with its existing quantizers (no retraining). Raises
+        :class:`ConfigError` naming a duplicate name (within ``names`` or already indexed), before adding
+        anything.
+        """
+        descriptors = _as_matrix(descriptors, names)
+        if len(names) and descriptors.shape[1] != self.dim:
+            raise ValueError(f"need {self.dim}-dimensional descriptors, got {descriptors.shape[1]}")
+        _check_unique(names, set(self.names))
+        if len(names):
+            self.index.add(descriptors)
+            self.names.extend(names)
+
     def search(self, queries: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` database rows for each query.
+
+        Memory is bounded per block of ``block`` queries (see the module docstring); an ``ivfpq``
+        index scans :attr:`nprobe` lists per query, and may return fewer than ``k`` hits (index ``-1``,
+        score ``-inf``-like) when those lists hold fewer than ``k`` vectors.
 
         Args:
             queries: ``(M, D)`` float32.
@@ -66,6 +231,10 @@ class GlobalIndex:
         if not scores:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(scores), np.concatenate(indices)
+
+    def nbytes(self) -> int:
+        """Size of the serialised index in bytes (what :meth:`save` writes)."""
+        return int(faiss.serialize_index(self.index).size)
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
