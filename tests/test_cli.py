@@ -125,3 +125,16 @@ def test_match_two_images_with_a_plot(tiny_world: Path, tmp_path: Path) -> None:
     assert "matches" in out and (tmp_path / "m.png").stat().st_size > 1000
     result = runner.invoke(app, ["match", str(images[0])])
     assert result.exit_code == 2 and "visloc match PAIRS" in result.output
+
+
+def test_evaluate_retrieval_against_labels(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,landmark\na1,a\na2,a\nb1,b\nb2,b\n")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a1 a2\na1 b1\nb1 a1\nb1 b2\n")  # AP 1 and, hand-computed, (0 + 1/2)/2 = 0.25 -> mAP 62.5 %
+    out = _ok(["evaluate", "retrieval", str(pairs), "--labels", str(labels)])
+    assert "62.50" in out
+    saved = json.loads((tmp_path / "pairs.txt.results.json").read_text())
+    assert saved["protocols"]["labels"]["mAP"] == pytest.approx(0.625)
+    again = runner.invoke(app, ["evaluate", "retrieval", str(pairs), "--labels", str(labels)])
+    assert again.exit_code != 0 and "--overwrite" in str(again.exception)

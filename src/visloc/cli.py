@@ -389,6 +389,34 @@ def evaluate_localization(
         typer.echo(f"report:  {write_report(report, results, figures, f'visloc evaluation: {poses}')}")
 
 
+@evaluate_app.command("retrieval")
+def evaluate_retrieval(
+    pairs: Annotated[Path, typer.Argument(help="Ranked pairs file (`visloc retrieve`, hloc): each query's images, best "
+                                               "first; retrieve the whole database (--num) for a full mAP.")],
+    labels: Annotated[Path, typer.Option(help="CSV with 'path' and 'landmark' columns (every other image with the "
+                                              "query's label is positive).")],
+    map_dir: Annotated[Path | None, typer.Option("--map", help="The map searched: its images are the database "
+                                                               "(default: every labelled image).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results JSON (default: PAIRS.results.json).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
+) -> None:
+    """mAP of retrieval pairs against image labels (landmark-style ground truth)."""
+    from .evaluation.retrieval import evaluate_pairs_with_labels, read_labels_csv
+
+    out = out or pairs.with_name(pairs.name + ".results.json")
+    if out.exists() and not overwrite:
+        raise VislocInputError(out, "exists; pass --overwrite to replace it, or --out another file")
+    database = None
+    if map_dir is not None:
+        from .localization import Map
+
+        database = Map(map_dir).names
+    results = evaluate_pairs_with_labels(pairs, read_labels_csv(labels), database)
+    results.write(out)
+    typer.echo(results.format_table())
+    typer.echo(f"\nresults: {out}")
+
+
 #: Printed (and saved) with every evaluation of the shipped semantic model.
 SHIPPED_SEMANTIC_NOTE = ("the shipped model was fine-tuned on weak pairs of all 10 PF-WILLOW classes (images "
                          "only, no correspondences): on PF-WILLOW these numbers are in-sample, not held-out "

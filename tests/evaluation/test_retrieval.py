@@ -364,3 +364,19 @@ def test_results_json_and_table(tmp_path: Path) -> None:
     assert "50.00" in table[2] and "100.00" in table[2] and "-" in table[3]
     out = res.write(tmp_path / "r.json")
     assert json.loads(out.read_text())["num_queries"] == 2
+
+
+def test_pairs_file_against_labels_by_hand(tmp_path) -> None:
+    from visloc.evaluation.retrieval import evaluate_pairs_with_labels
+
+    labels = {"a1": "a", "a2": "a", "a3": "a", "b1": "b", "b2": "b", "c1": "c"}
+    pairs = tmp_path / "pairs.txt"
+    # a1 ranks a2 (hit), b1, a3 (hit), 2 positives. Trapezoids: the first hit at rank 0 spans precision 1 -> 1;
+    # the second at rank 2 spans precision 1/2 (before it) -> 2/3 (with it): AP = (1 + (1/2 + 2/3) / 2) / 2 = 0.7917
+    # b1 ranks a1, a2 and never b2: 1 positive never retrieved -> AP 0
+    # c1 has no other image with its label -> nan, left out
+    pairs.write_text("a1 a2\na1 b1\na1 a3\nb1 a1\nb1 a2\nc1 a1\n")
+    results = evaluate_pairs_with_labels(pairs, labels)
+    np.testing.assert_allclose(results.per_query["labels"][:2], [(1 + (1 / 2 + 2 / 3) / 2) / 2, 0.0])
+    assert np.isnan(results.per_query["labels"][2])
+    assert results.protocols["labels"]["mAP"] == pytest.approx((1 + (1 / 2 + 2 / 3) / 2) / 4)

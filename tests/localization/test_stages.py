@@ -190,3 +190,9 @@ def test_landmark_photos_search_each_other(real_data: Path, tmp_path: Path) -> N
     assert "london_bridge/78916675_4568141288.jpg" in {q for q, _ in top1}
     same = np.mean([q.split("/")[0] == d.split("/")[0] for q, d in top1])
     assert same >= 0.5, same
+    # the whole ranking against the shared labels: mAP far above chance (about 0.2 for 5 landmarks)
+    from visloc.evaluation.retrieval import evaluate_pairs_with_labels, read_labels_csv
+
+    retrieve(tmp_path / "map", root, pairs, RetrievalConfig(num_retrieved=32, exclude_self=True))
+    results = evaluate_pairs_with_labels(pairs, read_labels_csv(root / "labels.csv"), Map(tmp_path / "map").names)
+    assert results.num_queries == 32 and results.protocols["labels"]["mAP"] >= 0.5

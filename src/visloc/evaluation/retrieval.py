@@ -657,3 +657,49 @@ def read_labels_csv(path: str | Path) -> dict[str, str]:
                 raise InputError(path, f"line {line}: duplicate path {name!r}")
             labels[name] = label
     return labels
+
+
+def evaluate_pairs_with_labels(
+    pairs_path: str | Path, labels: Mapping[str, Hashable], database: Sequence[str] | None = None
+) -> RetrievalResults:
+    """mAP of a ranked pairs file (``visloc retrieve``, hloc) against image labels.
+
+    Every database image with the query's label, other than the query itself, is a positive; positives the
+    pairs file does not list for a query count as never retrieved (so retrieve enough images per query,
+    e.g. ``--num`` as large as the database). Queries without a label, or whose label has no other image,
+    are left out of the mean (their AP is ``nan``).
+
+    Args:
+        pairs_path: ``query db`` per line, each query's images best first.
+        labels: ``{image name: label}`` (:func:`read_labels_csv`).
+        database: the names that could be retrieved (a map's images); default: every labelled image.
+
+    Returns:
+        Results with protocol ``"labels"`` (``"mAP"``) and the AP of each query.
+    """
+    from ..io.pairs import read_pairs
+
+    ranked: dict[str, list[str]] = {}
+    for query, db in read_pairs(pairs_path):
+        ranked.setdefault(query, []).append(db)
+    names = list(database) if database is not None else sorted(labels)
+    counts: dict[Hashable, int] = {}
+    for name in names:
+        if name in labels:
+            counts[labels[name]] = counts.get(labels[name], 0) + 1
+    aps = []
+    for query, dbs in ranked.items():
+        label = labels.get(query)
+        positives = counts.get(label, 0) - int(query in names and label is not None) if label is not None else 0
+        hits = [labels.get(db) == label for db in dbs if db != query]
+        aps.append(average_precision(np.array(hits, dtype=bool), positives) if positives > 0 else float("nan"))
+    per_query = np.array(aps, dtype=np.float64)
+    scored = per_query[np.isfinite(per_query)]
+    return RetrievalResults(
+        protocols={"labels": {"mAP": float(scored.mean()) if len(scored) else float("nan")}},
+        per_query={"labels": per_query},
+        num_queries=len(per_query),
+        config={"pairs": str(pairs_path), "queries": list(ranked), "scored_queries": int(len(scored)),
+                "protocol": "every other database image with the query's label is positive; unlisted "
+                            "positives count as never retrieved; AP as Oxford's compute_ap (trapezoid)"},
+    )
