@@ -7,9 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 
+from visloc.datasets import FrameSet
 from visloc.datasets.synthetic import WorldConfig, make_world
+from visloc.geometry import Camera, Pose
 from visloc.localization import MapConfig, build_map
 from visloc.settings import DATA_ENV, data_dir
 
@@ -100,3 +103,42 @@ def make_pf_willow(root: Path, classes: tuple[str, ...], per_class: int = 3, see
 def pf_willow_factory() -> Callable[..., Path]:
     """:func:`make_pf_willow`, for the semantic-matching tests."""
     return make_pf_willow
+
+
+def write_colmap_model(out: Path, frames: FrameSet | list, binary: bool,
+                       observations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                       extra: dict[str, Pose] | None = None) -> Path:
+    """A COLMAP model of ``frames`` (PINHOLE cameras, visloc convention) written by pycolmap, in COLMAP's
+    pixel convention: principal points and observations ``+ 0.5``. ``observations``: ``{name: (xy in
+    visloc pixels (N, 2), world points (N, 3))}``, one 3D point each. ``extra``: more registered images
+    (sharing the first frame's camera) that need not exist on disk."""
+    frames = list(getattr(frames, "frames", frames))
+    rec = pycolmap.Reconstruction()
+    camera_ids: dict[Camera, int] = {}
+    observations = observations or {}
+    entries = [(f.name, f.camera, f.pose) for f in frames] + [(n, frames[0].camera, p) for n, p in (extra or {}).items()]
+    for image_id, (name, cam, pose) in enumerate(entries, start=1):
+        if cam not in camera_ids:
+            assert cam.model == "PINHOLE"
+            fx, fy, cx, cy = cam.params
+            camera_ids[cam] = len(camera_ids) + 1
+            rec.add_camera_with_trivial_rig(pycolmap.Camera(
+                model="PINHOLE", width=cam.width, height=cam.height, params=[fx, fy, cx + 0.5, cy + 0.5],
+                camera_id=camera_ids[cam]))
+        xy, xyz = observations.get(name, (np.zeros((0, 2)), np.zeros((0, 3))))
+        image = pycolmap.Image(name=name, keypoints=np.asarray(xy, np.float64) + 0.5, camera_id=camera_ids[cam],
+                               image_id=image_id)
+        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(pose.R), pose.t))
+        for j, X in enumerate(xyz):
+            track = pycolmap.Track()
+            track.add_element(image_id, j)
+            rec.add_point3D(np.asarray(X, np.float64), track)
+    out.mkdir(parents=True, exist_ok=True)
+    (rec.write_binary if binary else rec.write_text)(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def colmap_writer() -> Callable[..., Path]:
+    """:func:`write_colmap_model`, for the COLMAP reader and map tests."""
+    return write_colmap_model

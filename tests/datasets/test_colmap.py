@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 import pytest
 
 from visloc.datasets import FrameSet, load_frames, read_colmap_model
@@ -20,48 +19,15 @@ from visloc.geometry import Camera, Pose, pose_error
 from visloc.io.images import list_images
 
 
-def write_colmap_model(out: Path, frames: FrameSet | list, binary: bool,
-                       observations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                       extra: dict[str, Pose] | None = None) -> Path:
-    """A COLMAP model of ``frames`` (PINHOLE cameras, visloc convention) written by pycolmap, in COLMAP's
-    pixel convention: principal points and observations ``+ 0.5``. ``observations``: ``{name: (xy in
-    visloc pixels (N, 2), world points (N, 3))}``, one 3D point each. ``extra``: more registered images
-    (sharing the first frame's camera) that need not exist on disk."""
-    frames = list(getattr(frames, "frames", frames))
-    rec = pycolmap.Reconstruction()
-    camera_ids: dict[Camera, int] = {}
-    observations = observations or {}
-    entries = [(f.name, f.camera, f.pose) for f in frames] + [(n, frames[0].camera, p) for n, p in (extra or {}).items()]
-    for image_id, (name, cam, pose) in enumerate(entries, start=1):
-        if cam not in camera_ids:
-            assert cam.model == "PINHOLE"
-            fx, fy, cx, cy = cam.params
-            camera_ids[cam] = len(camera_ids) + 1
-            rec.add_camera_with_trivial_rig(pycolmap.Camera(
-                model="PINHOLE", width=cam.width, height=cam.height, params=[fx, fy, cx + 0.5, cy + 0.5],
-                camera_id=camera_ids[cam]))
-        xy, xyz = observations.get(name, (np.zeros((0, 2)), np.zeros((0, 3))))
-        image = pycolmap.Image(name=name, keypoints=np.asarray(xy, np.float64) + 0.5, camera_id=camera_ids[cam],
-                               image_id=image_id)
-        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(pose.R), pose.t))
-        for j, X in enumerate(xyz):
-            track = pycolmap.Track()
-            track.add_element(image_id, j)
-            rec.add_point3D(np.asarray(X, np.float64), track)
-    out.mkdir(parents=True, exist_ok=True)
-    (rec.write_binary if binary else rec.write_text)(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def train(tiny_world: Path) -> FrameSet:
     return load_frames(tiny_world, split="train")
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["txt", "bin"])
-def test_reader_returns_the_worlds_poses_and_cameras(tiny_world: Path, train: FrameSet, tmp_path: Path,
+def test_reader_returns_the_worlds_poses_and_cameras(colmap_writer, tiny_world: Path, train: FrameSet, tmp_path: Path,
                                                      binary: bool) -> None:
-    model = write_colmap_model(tmp_path / "sparse", train, binary)
+    model = colmap_writer(tmp_path / "sparse", train, binary)
     fs = read_colmap_model(tiny_world, model)
     assert fs.format == "colmap" and fs.colmap_model == model and fs.root == tiny_world
     assert fs.names == sorted(train.names)
@@ -77,9 +43,9 @@ def test_reader_returns_the_worlds_poses_and_cameras(tiny_world: Path, train: Fr
     assert all("not in the COLMAP model" in s.reason for s in fs.skipped)
 
 
-def test_pycolmap_writes_w_first_quaternions_and_colmap_principal_points(train: FrameSet, tmp_path: Path) -> None:
+def test_pycolmap_writes_w_first_quaternions_and_colmap_principal_points(colmap_writer, train: FrameSet, tmp_path: Path) -> None:
     """The model the other tests read is what it claims to be (checked on the text files, without pycolmap)."""
-    model = write_colmap_model(tmp_path / "sparse", train.frames[:3], binary=False)
+    model = colmap_writer(tmp_path / "sparse", train.frames[:3], binary=False)
     lines = [ln.split() for ln in (model / "images.txt").read_text().splitlines() if not ln.startswith("#")]
     rows = {r[9]: r for r in lines[0::2]}  # two lines per image (the second empty here), the first ends with the name
     for f in train.frames[:3]:
@@ -128,12 +94,12 @@ def test_hand_written_text_model(tmp_path: Path) -> None:
         read_colmap_model(images, model, split="val")
 
 
-def test_missing_image_and_other_size_are_skipped_with_the_reason(tiny_world: Path, train: FrameSet,
+def test_missing_image_and_other_size_are_skipped_with_the_reason(colmap_writer, tiny_world: Path, train: FrameSet,
                                                                   tmp_path: Path) -> None:
     frames = train.frames[:4]
     wrong = Camera("PINHOLE", 640, 480, (525, 525, 320, 240))
     frames[1] = type(frames[1])(frames[1].name, frames[1].image_path, wrong, frames[1].pose)
-    model = write_colmap_model(tmp_path / "sparse", frames, binary=True,
+    model = colmap_writer(tmp_path / "sparse", frames, binary=True,
                                extra={"kitchen/seq-01/gone.color.png": Pose.identity()})
     fs = read_colmap_model(tiny_world, model)
     assert fs.names == sorted([frames[0].name, frames[2].name, frames[3].name])
@@ -143,7 +109,7 @@ def test_missing_image_and_other_size_are_skipped_with_the_reason(tiny_world: Pa
     assert "image is 320x240, its camera in the COLMAP model is 640x480" in reasons[frames[1].name]
 
 
-def test_bad_model_folders_raise_input_errors_naming_the_folder(tiny_world: Path, train: FrameSet,
+def test_bad_model_folders_raise_input_errors_naming_the_folder(colmap_writer, tiny_world: Path, train: FrameSet,
                                                                tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist") as e:
         read_colmap_model(tiny_world, tmp_path / "nowhere")
@@ -152,24 +118,24 @@ def test_bad_model_folders_raise_input_errors_naming_the_folder(tiny_world: Path
     empty.mkdir()
     with pytest.raises(InputError, match=r"not a COLMAP model.*none of them"):
         read_colmap_model(tiny_world, empty)
-    half = write_colmap_model(tmp_path / "half", train.frames[:2], binary=False)
+    half = colmap_writer(tmp_path / "half", train.frames[:2], binary=False)
     (half / "points3D.txt").unlink()
     with pytest.raises(InputError, match=r"found cameras.txt, .*images.txt") as e:
         read_colmap_model(tiny_world, half)
     assert e.value.path == half
-    corrupt = write_colmap_model(tmp_path / "corrupt", train.frames[:2], binary=True)
+    corrupt = colmap_writer(tmp_path / "corrupt", train.frames[:2], binary=True)
     (corrupt / "cameras.bin").write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00garbage")
     with pytest.raises(InputError, match="cannot read the COLMAP bin model") as e:
         read_colmap_model(tiny_world, corrupt)
     assert e.value.path == corrupt
-    bad_text = write_colmap_model(tmp_path / "badtext", train.frames[:2], binary=False)
+    bad_text = colmap_writer(tmp_path / "badtext", train.frames[:2], binary=False)
     (bad_text / "cameras.txt").write_text("1 PINHOLE 320 240 262.5\n")  # too few parameters
     with pytest.raises(InputError, match="cannot read the COLMAP txt model"):
         read_colmap_model(tiny_world, bad_text)
 
 
-def test_load_frames_routes_model_dir_to_the_colmap_reader(tiny_world: Path, train: FrameSet, tmp_path: Path) -> None:
-    model = write_colmap_model(tmp_path / "sparse", train.frames[:5], binary=True)
+def test_load_frames_routes_model_dir_to_the_colmap_reader(colmap_writer, tiny_world: Path, train: FrameSet, tmp_path: Path) -> None:
+    model = colmap_writer(tmp_path / "sparse", train.frames[:5], binary=True)
     fs = load_frames(tiny_world, model_dir=model)
     assert fs.format == "colmap" and fs.names == sorted(f.name for f in train.frames[:5])
     assert load_frames(tiny_world, split="train", format="colmap", model_dir=model).names == fs.names

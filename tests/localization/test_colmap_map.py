@@ -13,14 +13,13 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-import pycolmap
 import pytest
 from typer.testing import CliRunner
 
 from visloc.cli import app
 from visloc.datasets import FrameSet, load_frames
 from visloc.errors import ConfigError
-from visloc.geometry import Camera, pose_error
+from visloc.geometry import pose_error
 from visloc.io.cameras import write_cameras
 from visloc.io.images import read_image
 from visloc.io.poses import read_poses, write_poses
@@ -28,35 +27,6 @@ from visloc.localization import LocalizeConfig, MapConfig, build_map, localize
 from visloc.localization.build import COLMAP_RADIUS_PX, points_from_depth, points_from_observations
 
 pytestmark = pytest.mark.e2e
-
-
-def write_colmap_model(out: Path, frames: list, binary: bool,
-                       observations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
-    """A COLMAP model of ``frames`` (PINHOLE, visloc convention) written by pycolmap in COLMAP's pixel
-    convention (principal points and observations ``+ 0.5``); ``observations``: ``{name: (xy in visloc
-    pixels (N, 2), world points (N, 3))}``, one 3D point each."""
-    rec = pycolmap.Reconstruction()
-    camera_ids: dict[Camera, int] = {}
-    observations = observations or {}
-    for image_id, f in enumerate(frames, start=1):
-        if f.camera not in camera_ids:
-            assert f.camera.model == "PINHOLE"
-            fx, fy, cx, cy = f.camera.params
-            camera_ids[f.camera] = len(camera_ids) + 1
-            rec.add_camera_with_trivial_rig(pycolmap.Camera(
-                model="PINHOLE", width=f.camera.width, height=f.camera.height, params=[fx, fy, cx + 0.5, cy + 0.5],
-                camera_id=camera_ids[f.camera]))
-        xy, xyz = observations.get(f.name, (np.zeros((0, 2)), np.zeros((0, 3))))
-        image = pycolmap.Image(name=f.name, keypoints=np.asarray(xy, np.float64) + 0.5,
-                               camera_id=camera_ids[f.camera], image_id=image_id)
-        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(f.pose.R), f.pose.t))
-        for j, X in enumerate(xyz):
-            track = pycolmap.Track()
-            track.add_element(image_id, j)
-            rec.add_point3D(np.asarray(X, np.float64), track)
-    out.mkdir(parents=True, exist_ok=True)
-    (rec.write_binary if binary else rec.write_text)(str(out))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +44,7 @@ def test_points_from_observations_takes_the_nearest_within_the_radius() -> None:
     assert np.isnan(points_from_observations(kps, np.zeros((0, 2)), np.zeros((0, 3)))).all()
 
 
-def test_map_from_a_colmap_model_localizes_like_one_from_the_same_hloc_poses(
+def test_map_from_a_colmap_model_localizes_like_one_from_the_same_hloc_poses(colmap_writer,
     tiny_world: Path, train: FrameSet, tiny_map_config: MapConfig, tmp_path: Path
 ) -> None:
     """The done-when of issue 10: the same images, poses and intrinsics as a COLMAP model and as an hloc
@@ -86,7 +56,7 @@ def test_map_from_a_colmap_model_localizes_like_one_from_the_same_hloc_poses(
     write_cameras(tmp_path / "cameras.txt", {f.name: f.camera for f in db})
     # the model holds the poses of the pose file, as read back, so both maps start from the same numbers
     hloc_poses = read_poses(tmp_path / "poses.txt")
-    model = write_colmap_model(tmp_path / "sparse", [replace(f, pose=hloc_poses[f.name]) for f in db], binary=True)
+    model = colmap_writer(tmp_path / "sparse", [replace(f, pose=hloc_poses[f.name]) for f in db], binary=True)
     config = MapConfig(extractor_options=tiny_map_config.extractor_options, points="triangulate")
     from_colmap = build_map(tiny_world, tmp_path / "map_colmap", config, model_dir=model)
     from_hloc = build_map(tiny_world, tmp_path / "map_hloc", config, format="folder",
@@ -122,11 +92,11 @@ def _observations(frames: list, per_image: int = 400) -> dict[str, tuple[np.ndar
     return out
 
 
-def test_points_from_the_colmap_model_localize_the_queries(
+def test_points_from_the_colmap_model_localize_the_queries(colmap_writer,
     tiny_world: Path, train: FrameSet, tiny_map_config: MapConfig, tmp_path: Path
 ) -> None:
     observations = _observations(train.frames)
-    model = write_colmap_model(tmp_path / "sparse", train.frames, binary=False, observations=observations)
+    model = colmap_writer(tmp_path / "sparse", train.frames, binary=False, observations=observations)
     max_keypoints = tiny_map_config.extractor_options["max_keypoints"]
     result = CliRunner().invoke(app, ["map", "build", str(tiny_world), "--colmap", str(model), "--points", "colmap",
                                       "--out", str(tmp_path / "map"), "--extractor-set", f"max_keypoints={max_keypoints}"])

@@ -154,19 +154,22 @@ class ShardedH5Writer:
         self.path.unlink(missing_ok=True)
 
 
-class H5Reader:
-    """Read-only access to a feature file; keep one open per process (h5py handles are not fork-safe)."""
+class _ReadOnlyH5:
+    """An HDF5 file opened for reading, as a context manager; errors name the file."""
+
+    #: What the file is, for the message when it is missing.
+    what = "HDF5 file"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise InputError(self.path, "HDF5 file does not exist")
+            raise InputError(self.path, f"{self.what} does not exist")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as e:
             raise InputError(self.path, f"cannot open HDF5 file ({e})") from None
 
-    def __enter__(self) -> H5Reader:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,6 +177,10 @@ class H5Reader:
 
     def close(self) -> None:
         self._file.close()
+
+
+class H5Reader(_ReadOnlyH5):
+    """Read-only access to a feature file; keep one open per process (h5py handles are not fork-safe)."""
 
     def __contains__(self, name: str) -> bool:
         return name in self._file
@@ -223,26 +230,10 @@ def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
     return None
 
 
-class MatchReader:
+class MatchReader(_ReadOnlyH5):
     """Read pairs from an hloc ``matches.h5`` (written by hloc or by visloc); keep one open per process."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(self.path, "match file does not exist")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise InputError(self.path, f"cannot open HDF5 file ({e})") from None
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> MatchReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    what = "match file"
 
     def __contains__(self, pair: tuple[str, str]) -> bool:
         return find_pair(self._file, *pair) is not None
