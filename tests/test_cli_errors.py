@@ -101,7 +101,7 @@ def test_zero_quaternion_in_a_training_pair_file_is_refused(tiny_world: Path, tm
 
 
 def test_world_make_set_lists_the_valid_keys(tmp_path: Path) -> None:
-    keys = [f.name for f in dataclasses.fields(WorldConfig) if f.name not in ("num_scenes", "seed")]
+    keys = [f.name for f in dataclasses.fields(WorldConfig) if f.name not in ("num_scenes", "seed", "preset_name")]
     err = _error(["world", "make", str(tmp_path / "w"), "--set", "foo=1"])
     assert isinstance(err, ConfigError)
     assert str(err).startswith(f"--set foo=1: unknown key 'foo'; valid keys: {', '.join(keys)}")

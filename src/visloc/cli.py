@@ -175,19 +175,26 @@ def world_make(
     out: Annotated[Path, typer.Argument(help="Folder to write the world to (7-Scenes layout).")],
     scenes: Annotated[int, typer.Option(help="Number of scenes (rooms) in the one world frame.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+    preset: Annotated[str, typer.Option(help=(
+        "default, or hard: a sparser database and a test traversal under other light, with objects moved "
+        "or removed, occluders and posters repeated in every room (also writes object_queries.txt/.json)."))]
+    = "default",
     option: Annotated[list[str] | None, typer.Option("--set", help=(
-        "Another WorldConfig field, key=value (repeat). Keys: train_traversals, frames_per_train_traversal, "
-        "frames_per_test_traversal, width, height, focal, exposure, white_balance, noise_sigma, low_texture, "
-        "repeated_textures, texel_density."))] = None,
+        "Another WorldConfig field, key=value (repeat); it overrides the preset's. Keys: train_traversals, "
+        "frames_per_train_traversal, frames_per_test_traversal, width, height, focal, exposure, white_balance, "
+        "noise_sigma, low_texture, repeated_textures, texel_density, repeated_posters, test_ambient, "
+        "test_lamp_power, test_lamp_colour, test_shadows, test_night_gain, test_moved_boxes, test_removed_boxes, "
+        "test_moved_posters, test_removed_posters, test_occluders, test_occluder_size. A colour is r,g,b."))] = None,
 ) -> None:
     """Write the embedded world: scenes, training traversals and a test traversal with exact ground truth."""
     import dataclasses
 
     from .datasets.synthetic import WorldConfig, make_world
 
-    valid = [f.name for f in dataclasses.fields(WorldConfig) if f.name not in ("num_scenes", "seed")]
-    options = _parse_options(option, valid, "--set", "the number of scenes and the seed are --scenes and --seed")
-    root = make_world(out, WorldConfig(num_scenes=scenes, seed=seed, **options))
+    valid = [f.name for f in dataclasses.fields(WorldConfig) if f.name not in ("num_scenes", "seed", "preset_name")]
+    options = _parse_options(option, valid, "--set",
+                             "the number of scenes, the seed and the preset are --scenes, --seed and --preset")
+    root = make_world(out, WorldConfig.preset(preset, num_scenes=scenes, seed=seed, **options))
     typer.echo(str(root))
 
 
@@ -211,16 +218,25 @@ def map_build(
              "within 1.5 px of an observation) or none (images without poses: a retrieval-only map).")] = "auto",
     extractor_option: Annotated[list[str] | None, typer.Option("--extractor-set", help="Extractor option key=value.")] = None,
     global_descriptor: Annotated[str, typer.Option(
-        help="Global descriptor for retrieval: vlad (no weights) or relpose (the relative-pose encoder; "
-             "needed by --method relpose/unified).")] = "vlad",
+        help="Global descriptor for retrieval: vlad (no weights), relpose (the relative-pose encoder; "
+             "needed by --method relpose/unified) or cnn (a retrieval network, Publication III's query "
+             "attention with `visloc retrieve --boxes`).")] = "vlad",
     global_option: Annotated[list[str] | None, typer.Option(
         "--global-set", help="Global descriptor option key=value (e.g. model=runs/relpose/model.pt).")] = None,
+    index: Annotated[str, typer.Option(
+        help="FAISS index of the global descriptors: flat (exact) or ivfpq (approximate, for very large maps; "
+             "needs at least max(nlist, 2**nbits) images).")] = "flat",
+    index_option: Annotated[list[str] | None, typer.Option(
+        "--index-option", help="IVF-PQ option key=value: nlist, m, nbits, nprobe, train_size, seed.")] = None,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map
 
+    index_options = _parse_options(index_option, ["nlist", "m", "nbits", "nprobe", "train_size", "seed"],
+                                   "--index-option", "the kind is --index")
     config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
-                       global_descriptor=global_descriptor, global_options=_parse_options(global_option))
+                       global_descriptor=global_descriptor, global_options=_parse_options(global_option),
+                       index={"kind": index, **index_options} if index != "flat" or index_options else {})
     options = _dataset_options(camera, poses, fmt)
     if colmap is not None:
         if camera or poses:
@@ -260,13 +276,16 @@ def retrieve(
     rerank: Rerank = 30,
     exclude_self: Annotated[bool, typer.Option(
         help="Skip database images with the query's own name (searching a map with its own images).")] = False,
+    boxes: Annotated[Path | None, typer.Option(
+        help="Query boxes, one 'name x0 y0 x1 y1' per line (pixels of the query image): the object to search "
+             "for (maps of the cnn global descriptor only).")] = None,
 ) -> None:
     """Retrieve the most similar database images of every query (global descriptors + FAISS)."""
     from .localization import RetrievalConfig
     from .localization import retrieve as run
 
     summary = run(map_dir, queries, out, RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self),
-                  split=split, **_dataset_options(camera, None, fmt))
+                  split=split, boxes=boxes, **_dataset_options(camera, None, fmt))
     typer.echo(f"{summary.num_pairs} pairs of {summary.num_queries} queries -> {out}")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")

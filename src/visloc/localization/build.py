@@ -166,7 +166,10 @@ def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: l
 
 def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
     """Fit the global descriptor if it needs it and describe every image (otherwise the descriptors
-    were written during extraction), then index the L2-normalised descriptors with FAISS."""
+    were written during extraction); fit a descriptor that learns from the database's global vectors
+    (``fits_on_vectors``, e.g. the CNN descriptor's PCA whitening); save the state of either to
+    ``global_state.npz``; then index the descriptors' L2-normalised retrieval part with FAISS as
+    ``config.index`` says."""
     names = [f.name for f in frames]
     desc = global_descriptors.create(config.global_descriptor, **config.global_options)
     if getattr(desc, "needs_fit", False):
@@ -177,9 +180,7 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
 
             logger.info("fitting the %s codebook on %d images", config.global_descriptor, len(names))
             desc.fit(local(n).descriptors for n in names)
-            with atomic_path(out / M.GLOBAL_STATE) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **desc.state())
+            _save_state(out, desc)
             vectors = np.stack([desc(None, local(n)) for n in tqdm(names, desc="global descriptors", unit="img")])
         writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
         for n, v in zip(names, vectors, strict=True):
@@ -188,7 +189,36 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
     else:
         with H5Reader(out / M.GLOBAL_FEATURES) as r:
             vectors = np.stack([r.read(n, ("global_descriptor",))["global_descriptor"] for n in names])
-    GlobalIndex(M.index_vectors(desc, vectors), names).save(out / M.GLOBAL_INDEX)
+    if getattr(desc, "fits_on_vectors", False):
+        logger.info("fitting the %s descriptor on the %d database vectors", config.global_descriptor, len(names))
+        desc.fit_vectors(vectors)
+        _save_state(out, desc)
+    index = GlobalIndex.build(M.index_vectors(desc, vectors), names, config.index_config())
+    index.save(out / M.GLOBAL_INDEX)
+
+
+def _save_state(out: Path, desc: Any) -> None:
+    """The descriptor's state arrays to ``global_state.npz``, atomically."""
+    with atomic_path(out / M.GLOBAL_STATE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **desc.state())
+
+
+def _check_index(config: M.MapConfig, num_images: int) -> None:
+    """Refuse an index setting that cannot index ``num_images`` vectors, before any work.
+
+    IVF-PQ trains ``nlist`` coarse centroids and ``2**nbits`` PQ centroids per sub-quantizer: with fewer
+    database images than that it is a :class:`ConfigError` (no silent fallback to the flat index; the
+    message says what to lower). Whether ``m`` divides the descriptor dimension is checked when the
+    descriptors exist.
+    """
+    index = config.index_config()
+    if index.kind == "ivfpq" and min(num_images, index.train_size) < index.min_train():
+        raise ConfigError(
+            f"index ivfpq: {num_images} database images are too few to train nlist={index.nlist} lists and "
+            f"2**nbits={2**index.nbits} PQ centroids (need at least {index.min_train()}); lower nlist / nbits "
+            "(--index-option nlist=..., nbits=...) or use --index flat"
+        )
 
 
 #: Where database 3D points can come from (``MapConfig.points``).
@@ -302,6 +332,8 @@ def _check_started_config(path: Path, current: dict) -> None:
         except json.JSONDecodeError:
             started = None
         now = json.loads(json.dumps(current))
+        if isinstance(started, dict) and isinstance(started.get("config"), dict):
+            started["config"].setdefault("index", {})  # folders started before maps had an index setting
         if started is not None and started != now:
             changed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _differences(started, now))
             raise ConfigError(
@@ -375,6 +407,7 @@ def build_map(
     if not frames:
         raise InputError(frameset.root, "no database image with a pose to build a map from (a retrieval-only "
                                         "map of images without poses needs --points none)")
+    _check_index(config, len(frames))
     manifest_path = out / M.MANIFEST
     _check_started_config(out / BUILD_CONFIG, {"config": dataclasses.asdict(config), "split": split,
                                                "source": str(frameset.root)})

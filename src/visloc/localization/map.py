@@ -9,8 +9,11 @@ A map folder holds, in formats hloc users know::
     MAP/cameras.txt           database intrinsics, hloc query-list format (name MODEL W H params...)
     MAP/local_features.h5     keypoints / descriptors / scores / image_size per image (hloc layout)
     MAP/global_features.h5    global_descriptor per image
-    MAP/global_index.faiss    FAISS index over the global descriptors (rows in map.json "names" order)
-    MAP/global_state.npz      state of the global descriptor (e.g. the VLAD codebook)
+    MAP/global_index.faiss    FAISS index over the global descriptors (rows in map.json "names" order):
+                              exact (flat) or IVF-PQ as ``MapConfig.index`` says; maps without an
+                              ``index`` entry in map.json are flat
+    MAP/global_state.npz      state of the global descriptor (e.g. the VLAD codebook, the CNN descriptor's
+                              PCA whitening)
     MAP/points3D.h5           points3D (N, 3) per image: the world point of each keypoint, NaN if unknown
                               (from registered depth, or triangulated from database pairs)
 """
@@ -26,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..features import LocalFeatures, extractors
 from ..geometry import Camera, Pose
 from ..io.cameras import read_cameras
 from ..io.h5 import H5Reader
 from ..io.poses import read_poses
 from ..retrieval import GlobalIndex, global_descriptors
+from ..retrieval.index import IndexConfig
 
 MANIFEST = "map.json"
 POSES = "poses.txt"
@@ -53,6 +57,9 @@ class MapConfig:
         global_descriptor / global_options: global descriptor plug-in (``vlad``) and its options.
         points: where database 3D points come from: ``auto`` (registered depth when the data set has
             it, else triangulation), ``depth``, ``triangulate`` or ``none``.
+        index: the FAISS index of the global descriptors, :class:`~visloc.retrieval.index.IndexConfig`
+            fields (``kind="flat"`` or ``"ivfpq"``, ``nlist``, ``m``, ``nbits``, ``nprobe``, ...); empty
+            is the exact flat index.
     """
 
     extractor: str = "sift"
@@ -60,6 +67,27 @@ class MapConfig:
     global_descriptor: str = "vlad"
     global_options: dict[str, Any] = field(default_factory=dict)
     points: str = "auto"
+    index: dict[str, Any] = field(default_factory=dict)
+
+    def index_config(self) -> IndexConfig:
+        """:attr:`index` as an :class:`~visloc.retrieval.index.IndexConfig`.
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
+        return index_config(self.index)
+
+
+def index_config(options: dict[str, Any] | None) -> IndexConfig:
+    """An :class:`~visloc.retrieval.index.IndexConfig` from ``key: value`` options (ConfigError naming the
+    valid keys on an unknown one)."""
+    import dataclasses
+
+    valid = [f.name for f in dataclasses.fields(IndexConfig)]
+    unknown = sorted(set(options or {}) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown index option {unknown[0]!r}; valid: {', '.join(valid)}")
+    return IndexConfig(**(options or {}))
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -166,7 +194,9 @@ class Map:
         """
         desc = global_descriptors.create(self.config.global_descriptor, **self.config.global_options)
         state_path = self.root / GLOBAL_STATE
-        if getattr(desc, "needs_fit", False):
+        # a codebook fitted on local features (needs_fit) or a fit on the database's global vectors
+        # (fits_on_vectors, e.g. the CNN descriptor's PCA whitening): both saved at map build
+        if getattr(desc, "needs_fit", False) or getattr(desc, "fits_on_vectors", False):
             if not state_path.is_file():
                 raise InputError(state_path, "global descriptor state is missing")
             try:

@@ -4,12 +4,17 @@ Writes hloc's pairs file (``query db`` per line, best first for each query) and 
 ``<pairs>.scores.json`` sidecar with the similarity of each pair. The pairs file is what the
 matching stage (:mod:`.match`) and ``visloc localize --pairs`` read, and what hloc's
 ``match_features`` reads. A retrieval-only map (built from images without poses) can be searched.
+
+Query boxes (``--boxes FILE``, lines ``name x0 y0 x1 y1`` in pixels of the query image; :func:`read_boxes`)
+select the object of interest of a query for the ``cnn`` global descriptor (Publication III's query
+representations, :mod:`visloc.retrieval.cnn`); other descriptors describe whole images and refuse boxes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,9 @@ from .map import Map, index_vectors
 from .queries import query_frames, split_unwritable_names
 
 logger = logging.getLogger(__name__)
+
+#: A query box ``(x0, y0, x1, y1)`` in pixels of the query image.
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,31 @@ class Retriever:
     def needs_local_features(self) -> bool:
         return bool(getattr(self.descriptor, "needs_local_features", True))
 
-    def describe(self, image: np.ndarray, features: LocalFeatures | None = None) -> np.ndarray:
-        """The raw ``(D,)`` global descriptor of an ``(H, W, 3)`` uint8 image (``features``: its local
-        features, needed when :attr:`needs_local_features`)."""
+    @property
+    def takes_boxes(self) -> bool:
+        """Whether the map's global descriptor describes a query's box (``describe_query``: ``cnn``)."""
+        return callable(getattr(self.descriptor, "describe_query", None))
+
+    def describe(self, image: np.ndarray, features: LocalFeatures | None = None,
+                 box: Box | None = None) -> np.ndarray:
+        """The raw ``(D,)`` global descriptor of an ``(H, W, 3)`` uint8 query image.
+
+        Args:
+            features: its local features, needed when :attr:`needs_local_features`.
+            box: ``(x0, y0, x1, y1)`` in pixels of the image: the object of interest (descriptors with
+                :attr:`takes_boxes` only: ``cnn``).
+
+        Raises:
+            ConfigError: a box with a descriptor that does not take boxes.
+            ValueError: a malformed box or one outside the image.
+        """
+        if self.takes_boxes:
+            return self.descriptor.describe_query(image, box)
+        if box is not None:
+            raise ConfigError(
+                f"query boxes need the cnn global descriptor; the map {self.map.root} uses "
+                f"{self.map.config.global_descriptor!r}, which describes whole images (rebuild the map with "
+                "--global-descriptor cnn, or leave out the boxes)")
         if features is None and self.needs_local_features:
             features = self.map.extractor(image)
         return self.descriptor(image, features)
@@ -88,6 +118,38 @@ class Retriever:
         return [db for db, _ in ranked], [s for _, s in ranked]
 
 
+def read_boxes(path: str | Path) -> dict[str, Box]:
+    """Query boxes from a text file: one ``name x0 y0 x1 y1`` per line (pixels of the query image,
+    ``x1 > x0``, ``y1 > y0``); blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        InputError: the file is missing or unreadable, or a line is malformed or repeats a name (the
+            message names the file and the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot read the boxes file ({e})") from None
+    boxes: dict[str, Box] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 5:
+            raise InputError(path, f"line {number}: expected 'name x0 y0 x1 y1', got {line.strip()!r}")
+        try:
+            x0, y0, x1, y1 = (float(v) for v in parts[1:])
+        except ValueError:
+            raise InputError(path, f"line {number}: box coordinates must be numbers, got {line.strip()!r}") from None
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+            raise InputError(path, f"line {number}: a box needs finite x0 < x1 and y0 < y1, got {line.strip()!r}")
+        if parts[0] in boxes:
+            raise InputError(path, f"line {number}: a second box for {parts[0]!r}")
+        boxes[parts[0]] = (x0, y0, x1, y1)
+    return boxes
+
+
 @dataclass(frozen=True)
 class RetrieveSummary:
     pairs_path: Path
@@ -102,6 +164,7 @@ def retrieve(
     out: str | Path,
     config: RetrievalConfig = RetrievalConfig(),
     split: str | None = None,
+    boxes: str | Path | Mapping[str, Box] | None = None,
     **dataset_options: Any,
 ) -> RetrieveSummary:
     """Retrieve the ``config.num_retrieved`` best database images of every query and write them as a ranked
@@ -111,12 +174,27 @@ def retrieve(
         map_dir: a map folder (or an opened :class:`Map`); a retrieval-only map works.
         queries: a data set folder (its ``split`` frames), a :class:`FrameSet`, or frames.
         out: the pairs file to write.
+        boxes: query boxes, a file (:func:`read_boxes`) or ``{name: (x0, y0, x1, y1)}``; queries without
+            one are described whole. Only a map of the ``cnn`` global descriptor takes boxes.
+
+    Raises:
+        ConfigError: boxes with a map whose global descriptor does not take them.
+        InputError: a bad boxes file, or a box outside its query image.
     """
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
+    boxes_path = Path(boxes) if isinstance(boxes, (str, Path)) else Path("<boxes>")
+    query_boxes = read_boxes(boxes) if isinstance(boxes, (str, Path)) else dict(boxes or {})
+    retriever = Retriever(the_map, config)
+    if query_boxes and not retriever.takes_boxes:
+        raise ConfigError(
+            f"{boxes_path}: query boxes need the cnn global descriptor; the map {the_map.root} uses "
+            f"{the_map.config.global_descriptor!r}, which describes whole images")
     frames, skipped = query_frames(queries, split, dataset_options, the_map)
     frames, unnamed = split_unwritable_names(frames)
     skipped += unnamed
-    retriever = Retriever(the_map, config)
+    unused = sorted(set(query_boxes) - {f.name for f in frames})
+    if unused:
+        logger.warning("%d box(es) of %s name no query image, e.g. %s", len(unused), boxes_path, unused[0])
     pairs: list[tuple[str, str]] = []
     scores: list[float] = []
     for frame in tqdm(frames, desc="retrieve", unit="img"):
@@ -125,7 +203,14 @@ def retrieve(
         except InputError as e:
             skipped.append(Skipped(frame.name, frame.image_path, e.problem))
             continue
-        names, sims = retriever(retriever.describe(image), frame.name)
+        box = query_boxes.get(frame.name)
+        try:
+            descriptor = retriever.describe(image, box=box)
+        except ValueError as e:
+            if box is None:
+                raise
+            raise InputError(boxes_path, f"box of {frame.name}: {e}") from None
+        names, sims = retriever(descriptor, frame.name)
         pairs += [(frame.name, db) for db in names]
         scores += sims
     write_pairs(out, pairs, scores)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,6 +263,96 @@ class TinyBackbone(Backbone):
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
+
+
+# --- named taps -------------------------------------------------------------------------------------
+
+
+def _module_stride(module: nn.Module) -> int:
+    """Largest stride of the convolutions / poolings inside ``module`` (1 if none)."""
+    stride = 1
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            stride = max(stride, int(s))
+    return stride
+
+
+def stride_split(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """Split ``backbone``'s body at total stride ``stride``: the layers up to it and the layers after it.
+
+    Supported: torchvision ResNets (``conv1 .. layer4``; stride 16 = after ``layer3``, as upstream's
+    ResNet-101 feature extractor) and backbones whose body is a ``features`` sequence (``tiny``: after its
+    4th stride-2 stage; ``mobilenet_v2``: after ``features[13]``). Modules are shared, not copied, so weights
+    loaded into ``backbone`` are kept; the names in the returned sequences are the body's own. Running the
+    two parts in turn gives ``backbone.feature_map``.
+
+    Args:
+        backbone: a built :class:`~visloc.models.backbones.Backbone`.
+        stride: total downsampling wanted (a power of 2 the backbone reaches).
+
+    Returns:
+        The layers up to ``stride`` (every stride-1 layer right after the cut included), the remaining
+        layers, and the number of output channels of the first part.
+    """
+    body = backbone.body
+    resnet_names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    if all(hasattr(body, n) for n in resnet_names):
+        children = [(n, getattr(body, n)) for n in resnet_names]
+    elif isinstance(getattr(body, "features", None), nn.Sequential):
+        children = list(body.features.named_children())
+    else:
+        raise ConfigError(
+            f"backbone {backbone.config.name!r}: no known way to truncate it at stride {stride} (supported: "
+            "torchvision ResNets and backbones with a 'features' sequence)"
+        )
+    total, cut = 1, 0
+    for _, module in children:
+        s = _module_stride(module)
+        if total * s > stride:
+            break
+        total *= s
+        cut += 1
+    if total != stride:
+        raise ConfigError(
+            f"backbone {backbone.config.name!r} has no cut at stride {stride} (reaches {total})"
+        )
+    kept = children[:cut]
+    convs = [m for _, module in kept for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return nn.Sequential(OrderedDict(kept)), nn.Sequential(OrderedDict(children[cut:])), convs[-1].out_channels
+
+
+def stride_trunk(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, int]:
+    """The layers of ``backbone`` up to total stride ``stride`` (see :func:`stride_split`).
+
+    Returns:
+        The truncated network and its number of output channels.
+    """
+    trunk, _, channels = stride_split(backbone, stride)
+    return trunk, channels
+
+
+#: Names of the intermediate taps of every backbone: the output of the last layer at that total stride.
+TAPS = ("stride4", "stride8", "stride16", "stride32")
+
+
+def tap_stride(tap: str) -> int:
+    """Total stride of a named tap (``"stride16"`` -> 16).
+
+    Raises:
+        ConfigError: not one of :data:`TAPS`.
+    """
+    if tap not in TAPS:
+        raise ConfigError(f"unknown backbone tap {tap!r}; taps: {', '.join(TAPS)}")
+    return int(tap[len("stride"):])
+
+
+def split_at_tap(backbone: Backbone, tap: str) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """``backbone`` split at a named tap: the layers up to it, the layers after it, the tap's channels.
+
+    Running the two parts in turn gives ``backbone.feature_map`` (modules are shared, not copied).
+    """
+    return stride_split(backbone, tap_stride(tap))
 
 
 # --- registration ------------------------------------------------------------------------------------

@@ -62,4 +62,26 @@ def eval_batch(images: Sequence[np.ndarray], resize: int, crop: int) -> torch.Te
     return torch.stack(out)
 
 
-__all__ = ["eval_batch", "eval_transform", "normalize", "sample_generator"]
+def long_side_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """One ``(H, W, 3)`` uint8 image resized (antialiased bilinear) so that its longer side is ``size``,
+    aspect ratio kept, ImageNet-normalised: ``(3, H', W')`` float32 (the retrieval networks' input; whole
+    image, no crop).
+
+    Raises:
+        ValueError: not an ``(H, W, 3)`` image or ``size < 1``.
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    hw = [max(1, round(h * scale)), max(1, round(w * scale))]
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    if hw != [h, w]:
+        x = TF.resize(x, hw, antialias=True)
+    return normalize(TF.to_dtype(x, torch.float32, scale=True))
+
+
+__all__ = ["eval_batch", "eval_transform", "long_side_tensor", "normalize", "sample_generator"]

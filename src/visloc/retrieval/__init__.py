@@ -1,6 +1,6 @@
 """Global image descriptors and nearest-neighbour search."""
 
-from . import relpose, vlad  # noqa: F401  (registers the plug-ins)
+from . import cnn, relpose, vlad  # noqa: F401  (registers the plug-ins)
 from .index import GlobalIndex
 from .registry import global_descriptors
 

@@ -1,5 +1,6 @@
 """``visloc train``: command-line front ends of :func:`~visloc.training.relpose.train_relpose`,
-:func:`~visloc.training.posenet.train_posenet` and :func:`~visloc.training.semantic.train_semantic`.
+:func:`~visloc.training.posenet.train_posenet`, :func:`~visloc.training.retrieval.train_retrieval` and
+:func:`~visloc.training.semantic.train_semantic`.
 
 The options of each command are derived from its config (:mod:`visloc.training.config_cli`): one per leaf
 field of :class:`~visloc.training.relpose.TrainRelPoseConfig`, :class:`~visloc.training.posenet.TrainPoseNetConfig`
@@ -25,9 +26,10 @@ from ..models.backbones import BackboneConfig
 from ..semantic.models import TRANSFORMS
 from .posenet import POSENET_OPTIONS, TrainPoseNetConfig
 from .relpose import RELPOSE_OPTIONS, TrainRelPoseConfig
+from .retrieval import RETRIEVAL_OPTIONS, TrainRetrievalConfig
 from .semantic import LOSS_PRESETS, SEMANTIC_OPTIONS, TrainSemanticConfig
 
-train_app = typer.Typer(help="Train the pose regression and semantic matching networks.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the pose regression, image retrieval and semantic matching networks.", no_args_is_help=True)
 
 Data = Annotated[Path, typer.Option(help="Data set root in 7-Scenes/University layout (e.g. `visloc world make`).")]
 Out = Annotated[Path, typer.Option(help="Output folder: checkpoints last.pt/best.pt, model.pt, metrics.json.")]
@@ -80,6 +82,34 @@ def posenet(
 
     claim_run_folder(out, resume, overwrite)
     _report(train_posenet(data, out, scene, config, resume=resume))
+
+
+@RETRIEVAL_OPTIONS.command(train_app, "retrieval")
+def retrieval(
+    config: TrainRetrievalConfig,
+    out: Out,
+    data: Annotated[Path | None, typer.Option(
+        help="Posed data set with depth in 7-Scenes/University layout (e.g. `visloc world make`); may be left "
+             "out when --photos is given.")] = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train an image-retrieval network (global descriptors) with hard-negative mining, on posed frames
+    (positives by view overlap) and/or photo folders (positives are random views of one photo)."""
+    import os
+
+    from ..errors import ConfigError, InputError
+    from .retrieval import train_retrieval
+
+    if data is None and not config.photos:
+        raise ConfigError("nothing to train on: give --data (a posed data set), --photos FOLDER, or both")
+    if data is not None and not data.expanduser().is_dir():
+        raise InputError(data, "data set folder not found (--data)")
+    claim_run_folder(out, resume, overwrite)
+    metrics = train_retrieval(data, out, config, resume=resume)
+    _report(metrics)
+    if metrics.get("best_recall_at_1") is not None and int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"validation Recall@1 of the best epoch: {metrics['best_recall_at_1']:.3f}")
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

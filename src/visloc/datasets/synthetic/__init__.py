@@ -15,13 +15,27 @@ Quick use::
     scene = world.scenes[0]
     rgb, depth = render(world, world.camera, scene.traversals[0].poses[0])
 
+    hard = make_world("data/hard", WorldConfig.preset("hard"))   # + object_queries.txt / .json
+    layers = render_frame(build_world(WorldConfig.preset("hard")), 0, 3, 0)  # a test frame as written
+
 Poses are visloc :class:`~visloc.geometry.Pose` (``cam_from_world``); ``pose.txt`` files hold the
 inverse (camera-to-world), as real 7-Scenes does.
 """
 
-from .config import GENERATOR_VERSION, SCENE_NAMES, WorldConfig, scene_name
+from .changes import object_id
+from .config import GENERATOR_VERSION, SCENE_NAMES, WORLD_PRESETS, WorldConfig, scene_name, world_config
+from .layout import build_scene, build_world
+from .lighting import Lighting, traversal_lighting
 from .nuisances import Photometric, QueryDegradation, draw_photometric
-from .render import NEAR, RenderResult, quad_list, render, render_layers
+from .objects import (
+    OBJECT_QUERIES_JSON,
+    OBJECT_QUERIES_TXT,
+    ObjectQuery,
+    ObjectQueryConfig,
+    object_queries,
+    write_object_queries,
+)
+from .render import NEAR, RenderResult, quad_list, render, render_frame, render_layers
 from .scene import (
     CLEARANCE,
     WALL_THICKNESS,
@@ -29,8 +43,6 @@ from .scene import (
     Quad,
     Scene,
     World,
-    build_scene,
-    build_world,
     frame_rng,
     horizontal_quad,
     vertical_quad,
@@ -43,11 +55,17 @@ __all__ = [
     "CLEARANCE",
     "GENERATOR_VERSION",
     "NEAR",
+    "OBJECT_QUERIES_JSON",
+    "OBJECT_QUERIES_TXT",
     "PHOTO_SOURCES",
     "SCENE_NAMES",
     "WALL_THICKNESS",
+    "WORLD_PRESETS",
     "Box",
+    "Lighting",
     "LoopSpec",
+    "ObjectQuery",
+    "ObjectQueryConfig",
     "PathNoise",
     "Photometric",
     "Quad",
@@ -67,11 +85,17 @@ __all__ = [
     "horizontal_quad",
     "look_rotation",
     "make_world",
+    "object_id",
+    "object_queries",
     "photo",
     "pose_text",
     "quad_list",
     "render",
+    "render_frame",
     "render_layers",
     "scene_name",
+    "traversal_lighting",
     "vertical_quad",
+    "world_config",
+    "write_object_queries",
 ]

@@ -289,3 +289,29 @@ def render(target: World | Scene | Sequence[Quad], camera: Camera, pose: Pose, *
     """
     result = render_layers(target, camera, pose, near=near)
     return result.rgb, result.depth
+
+
+def render_frame(world: World, scene_index: int, sequence: int, frame: int, *, lit: bool = True) -> RenderResult:
+    """Render frame ``frame`` of sequence ``sequence`` (1-based) of scene ``scene_index`` as it is written:
+    the room as it is in that traversal (moved / removed objects, occluders: :meth:`Scene.frame_quads`) and,
+    when ``lit``, the traversal's lighting (its night exposure noise is drawn from a generator of its own per
+    frame, so the result is deterministic); no photometric nuisance.
+
+    Returns:
+        :class:`RenderResult`; ``quad_index`` indexes ``world.scenes[scene_index].frame_quads(sequence, frame)``.
+    """
+    from .lighting import traversal_lighting
+
+    scene = world.scenes[scene_index]
+    traversal = scene.traversals[sequence - 1]
+    pose = traversal.poses[frame]
+    quads = scene.frame_quads(sequence, frame)
+    result = render_layers(quads, world.camera, pose)
+    light = traversal_lighting(world.config, scene, traversal)
+    if not lit or light.is_identity:
+        return result
+    from .scene import NIGHT_NOISE_STREAM, stream
+
+    rng = stream(world.config.seed, NIGHT_NOISE_STREAM, scene_index, sequence, frame)
+    rgb = light.apply(result.rgb, result.depth, result.quad_index, quads, world.camera, pose, rng)
+    return RenderResult(rgb=rgb, depth=result.depth, quad_index=result.quad_index)

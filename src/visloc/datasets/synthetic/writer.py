@@ -12,6 +12,10 @@
 Every file is written atomically; frames whose three files exist are skipped, so an interrupted run
 resumes where it stopped, and a finished folder is left untouched. The same config gives byte-identical
 files whatever the number of worker processes.
+
+A world made with the hard options (``WorldConfig.preset("hard")``) also gets ``object_queries.txt`` /
+``.json`` (:mod:`visloc.datasets.synthetic.objects`), and its ``dataset.json`` records the preset, the
+moved / removed objects, the lamps and the occluded frames of every scene.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from ...geometry import Pose
 from ...io.atomic import atomic_open, write_json, write_text
 from ...io.images import write_depth
 from .config import GENERATOR_VERSION, WorldConfig
-from .render import render
-from .scene import World, build_world, frame_rng
+from .layout import build_world
+from .objects import OBJECT_QUERIES_JSON, OBJECT_QUERIES_TXT, write_object_queries
+from .render import render_frame
+from .scene import World, frame_rng
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +92,12 @@ def dataset_metadata(world: World) -> dict[str, Any]:
             "test": [t.name for t in scene.test_traversals],
             "frames": {t.name: len(t) for t in scene.traversals},
         })
-    return {
+        if config.has_hard_options:  # (left out of the default world's file, which stays as it was)
+            test = scene.test_traversals[0]
+            scenes[-1]["test_changes"] = scene.changes
+            scenes[-1]["lamp"] = None if scene.lamp is None else [round(float(v), 6) for v in scene.lamp]
+            scenes[-1]["occluded_frames"] = {test.name: sorted(scene.occluders)}
+    out = {
         "format": "7scenes",
         "camera": config.camera.to_colmap_string(),
         "depth_registered": True,
@@ -100,6 +111,11 @@ def dataset_metadata(world: World) -> dict[str, Any]:
         "generator_version": GENERATOR_VERSION,
         "version": __version__,
     }
+    if config.has_hard_options:
+        out["preset"] = config.preset_name
+        out["test_traversal"] = ("its own lighting, moved / removed objects and occluders (geometry: depth "
+                                 "and poses exact); the training traversals see the room as it was")
+    return out
 
 
 # --- frame production ----------------------------------------------------------------------------
@@ -109,8 +125,9 @@ def write_frame(world: World, root: Path, scene_index: int, sequence: int, frame
     scene = world.scenes[scene_index]
     traversal = scene.traversals[sequence - 1]
     pose = traversal.poses[frame]
-    rgb, depth = render(world, world.camera, pose)
-    rgb = traversal.photometric.apply(rgb, frame_rng(world.config.seed, scene_index, sequence, frame))
+    result = render_frame(world, scene_index, sequence, frame)
+    depth = result.depth
+    rgb = traversal.photometric.apply(result.rgb, frame_rng(world.config.seed, scene_index, sequence, frame))
     color_path, depth_path, pose_path = _frame_files(frame_stem(root, scene.name, sequence, frame))
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), list(PNG_PARAMS))
     if not ok:  # pragma: no cover - OpenCV failure
@@ -138,7 +155,7 @@ def _json_text(obj: Any) -> str:
 
 
 def make_world(out_dir: str | Path, config: WorldConfig | None = None, progress: bool = True, *,
-               workers: int | None = None) -> Path:
+               workers: int | None = None, object_queries: bool | None = None) -> Path:
     """Generate the synthetic world into ``out_dir`` (7-Scenes layout) and return that root.
 
     Args:
@@ -147,6 +164,9 @@ def make_world(out_dir: str | Path, config: WorldConfig | None = None, progress:
         progress: show a tqdm bar over frames.
         workers: threads rendering frames (default: one per available core, at most 4; the files do not
             depend on it).
+        object_queries: also write ``object_queries.txt`` / ``.json``
+            (:func:`~visloc.datasets.synthetic.objects.write_object_queries`); default: for configs with the
+            hard options (``WorldConfig.preset("hard")``), not for the default world.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -173,11 +193,14 @@ def make_world(out_dir: str | Path, config: WorldConfig | None = None, progress:
                 raise ConfigError(f"{root} already holds a synthetic world made with another config "
                                   f"({existing.name}: {found['world']}); use another folder or delete it")
             stale |= found.get("generator_version") != GENERATOR_VERSION
+    if object_queries is None:
+        object_queries = config.has_hard_options
+    query_files = [root / OBJECT_QUERIES_TXT, root / OBJECT_QUERIES_JSON] if object_queries else []
     names = config.scene_names
     jobs = [(s, seq, i) for s, seq, i in _frame_list(config)
             if stale or not all(p.is_file() for p in _frame_files(frame_stem(root, names[s], seq, i)))]
     splits = [root / name / f for name in names for f in ("TrainSplit.txt", "TestSplit.txt")]
-    if marker.is_file() and not jobs and all(p.is_file() for p in splits):
+    if marker.is_file() and not jobs and all(p.is_file() for p in splits + query_files):
         logger.info("synthetic world in %s is complete; nothing to do", root)
         return root
     if stale:
@@ -215,6 +238,9 @@ def make_world(out_dir: str | Path, config: WorldConfig | None = None, progress:
         test = "".join(f"sequence{t.sequence}\n" for t in scene.test_traversals)
         _write_if_changed(root / scene.name / "TrainSplit.txt", train)
         _write_if_changed(root / scene.name / "TestSplit.txt", test)
+    if object_queries and (stale or not all(p.is_file() for p in query_files)):
+        logger.info("finding the object queries of %s", root)
+        write_object_queries(world, root)
     _write_if_changed(marker, _json_text(dataset_metadata(world)))
     progress_file.unlink(missing_ok=True)
     logger.info("synthetic world written to %s", root)
