@@ -8,7 +8,7 @@
 # frames per room (the hard preset's map database has two of 8, on other paths); every 5th frame of each
 # training sequence is held out as a validation query (Recall@1 selects the best epoch); no test traversal
 # frame is ever used (the night-like light, moved objects and occluders are seen only through the
-# augmentations: colour jitter and random erasing). Model: tiny backbone from random initialisation, GeM, learned whitening to 128
+# augmentations: colour jitter, a night-like exposure, edge boards and random erasing). Model: tiny backbone from random initialisation, GeM, learned whitening to 128
 # dimensions (initialised by PCA), about 2.5 MB. Contrastive loss (margin 0.7), 5 hard negatives per tuple
 # re-mined before every epoch, 256 px images (the longer side; stored with the model, the `cnn`
 # descriptor's default image size).
@@ -20,6 +20,7 @@ visloc world make "$WORK/world" --preset hard --set train_traversals=3 --set fra
 OMP_NUM_THREADS=1 visloc train retrieval --data "$WORK/world" --out "$WORK/retrieval" --overwrite \
     --backbone tiny --weights none --allow-random-init --pooling gem --whitening-dim 128 \
     --image-size 256 --loss contrastive --margin 0.7 --num-negatives 5 --val-every 5 \
+    --night-prob 0.5 --edge-occluder-prob 0.4 --edge-occluder-max 0.5 \
     --epochs 30 --milestones 22 --batch-size 8 --lr 1e-3 --seed 0 \
     --cache-images --num-workers 0 --device cpu --no-progress
 python - "$WORK/retrieval" <<'PY'

@@ -92,7 +92,8 @@ def _main(
 
 def _parse_options(items: list[str] | None, valid: list[str] | None = None, option: str = "--set",
                    note: str = "") -> dict:
-    """``key=value`` pairs; values are parsed as int, float, bool or left as strings.
+    """``key=value`` pairs; values are parsed as int, float, bool, None, a comma-separated list of numbers, or
+    left as strings.
 
     Args:
         valid: the keys accepted (``None``: any); another key is a :class:`~visloc.errors.ConfigError`
@@ -108,15 +109,22 @@ def _parse_options(items: list[str] | None, valid: list[str] | None = None, opti
         if valid is not None and key not in valid:
             raise ConfigError(f"{option} {item}: unknown key {key!r}; valid keys: {', '.join(valid)}"
                               + (f" ({note})" if note else ""))
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+        out[key] = _parse_value(value)
     return out
+
+
+def _parse_value(value: str):
+    """int, float, bool, None, a list of numbers (``0.75,1,1.25``), else the string itself."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    if "," in value:
+        parts = [_parse_value(p.strip()) for p in value.split(",")]
+        if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+            return parts
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
 
 
 def _dataset_options(camera: str | None, poses: Path | None, fmt: str) -> dict:

@@ -46,6 +46,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return any(_accepts(a, value) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
+    if origin is tuple:  # a JSON round trip or the command line gives a list
+        return isinstance(value, (tuple, list))
     if origin is not None:
         return isinstance(value, origin)
     if annotation is float:

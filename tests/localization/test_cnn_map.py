@@ -63,7 +63,7 @@ def cnn_map(photos: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("cnn_map") / "map"
     _ok(["map", "build", str(photos), "--out", str(out), "--points", "none", "--extractor-set", "max_keypoints=64",
          "--global-descriptor", "cnn", "--global-set", f"model={checkpoint}", "--global-set", "image_size=128",
-         "--global-set", "whitening=pca"])
+         "--global-set", "whitening=pca", "--global-set", "scales=1,0.75"])
     return out
 
 
@@ -71,6 +71,7 @@ def test_cnn_map_whitens_database_and_queries_alike_and_finds_each_photo(cnn_map
                                                                          tmp_path: Path) -> None:
     m = Map(cnn_map)
     assert m.config.global_descriptor == "cnn" and m.config.index == {} and m.index.kind == "flat"
+    assert m.descriptor.config.scales == (1.0, 0.75)  # the command line's list, through map.json and back
     with np.load(cnn_map / "global_state.npz", allow_pickle=False) as f:
         mean, projection = f["whitening_mean"], f["whitening_projection"]
     assert projection.shape == (NUM - 1, 16)  # at most N - 1 dimensions for N images

@@ -34,7 +34,9 @@ from visloc.training.retrieval import (
     RetrievalTuples,
     TrainRetrievalConfig,
     contrastive_loss,
+    edge_occluder,
     mine_hard_negatives,
+    night_view,
     photo_view,
     tiny_retrieval_config,
     train_retrieval,
@@ -340,3 +342,52 @@ def test_config_defaults_and_checks() -> None:
         tiny_retrieval_config(loss="hinge")
     with pytest.raises(ConfigError, match="negative_overlap"):
         OverlapConfig(positive_overlap=0.2, negative_overlap=0.3)
+
+
+# --- night-like exposure and edge boards -------------------------------------------------------------
+
+
+def _gradient_image(h: int = 48, w: int = 64) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0.2, 0.8, h), torch.linspace(0.1, 0.9, w), indexing="ij")
+    return torch.stack([xx, yy, 0.5 * (xx + yy)])
+
+
+def test_night_view_is_dim_light_amplified_back_grainy_and_deterministic() -> None:
+    img = _gradient_image()
+    a = night_view(img, torch.Generator().manual_seed(3))
+    b = night_view(img, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == img.shape and a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, night_view(img, torch.Generator().manual_seed(4)))
+    for seed in range(8):
+        out = night_view(img, torch.Generator().manual_seed(seed))
+        # exposed back towards the original brightness (gain <= 8 and clipping allow some loss)
+        assert 0.4 * float(img.mean()) < float(out.mean()) < 1.3 * float(img.mean())
+        # quantised at the dim level, then amplified: far fewer grey levels than 8 bits would allow
+        levels = torch.unique(torch.round(out[0] * 255)).numel()
+        assert levels < 200
+        # noisy: neighbouring pixels of a smooth gradient differ by more than the gradient's own step
+        assert (out[:, :, 1:] - out[:, :, :-1]).abs().mean() > (img[:, :, 1:] - img[:, :, :-1]).abs().mean()
+
+
+def test_edge_occluder_covers_one_edge_only() -> None:
+    img = _gradient_image()
+    assert torch.equal(edge_occluder(img, 0.0, 0.5, torch.Generator().manual_seed(0)), img)
+    sides = set()
+    for seed in range(30):
+        out = edge_occluder(img, 1.0, 0.5, torch.Generator().manual_seed(seed))
+        changed = (out != img).any(dim=0)
+        assert changed.any()
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        if int(cols.min()) == 0 and int(rows.min()) == 0 and int(rows.max()) == img.shape[1] - 1:
+            side = "left" if int(cols.max()) < img.shape[2] // 2 + 1 else "?"
+        elif int(cols.max()) == img.shape[2] - 1 and int(rows.min()) == 0:
+            side = "right" if int(cols.min()) >= img.shape[2] // 2 - 1 else "?"
+        else:
+            side = "bottom" if int(rows.min()) >= img.shape[1] // 2 - 1 else "?"
+        assert side != "?"  # a board at one edge, at most half the image (max_share 0.5)
+        sides.add(side)
+        # outside the board's bounding box the image is untouched
+        box = torch.zeros_like(changed)
+        box[int(rows.min()) : int(rows.max()) + 1, int(cols.min()) : int(cols.max()) + 1] = True
+        assert torch.equal(out[:, ~box], img[:, ~box])
+    assert sides == {"left", "right", "bottom"}

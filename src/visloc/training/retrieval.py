@@ -168,11 +168,19 @@ class AugmentConfig:
         photo_max_rotation_deg: photo views: largest in-plane rotation.
         photo_perspective: photo views: corner displacement of the homography, as a share of the view's
             sides.
+        night_prob: probability of a night-like exposure (:func:`night_view`): uneven dim light with a colour
+            cast, sensor noise and quantisation at the dim level, then a gain back to a normal brightness.
+        edge_occluder_prob: probability of a board at the left, right or bottom edge (:func:`edge_occluder`),
+            plain or textured with a patch of the image, covering up to ``edge_occluder_max`` of the side.
+        edge_occluder_max: largest share of the width (height for a bottom board) an edge board covers.
     """
 
     jitter: float = 0.4
     erase_prob: float = 0.5
     erase_max_area: float = 0.25
+    night_prob: float = 0.0
+    edge_occluder_prob: float = 0.0
+    edge_occluder_max: float = 0.5
     photo_min_scale: float = 0.3
     photo_max_rotation_deg: float = 20.0
     photo_perspective: float = 0.15
@@ -185,6 +193,10 @@ class AugmentConfig:
                               f"and {self.erase_max_area}")
         if not 0.0 < self.photo_min_scale <= 1.0:
             raise ConfigError(f"photo_min_scale must be in (0, 1], got {self.photo_min_scale}")
+        if not (0.0 <= self.night_prob <= 1.0 and 0.0 <= self.edge_occluder_prob <= 1.0
+                and 0.05 <= self.edge_occluder_max <= 0.9):
+            raise ConfigError("need night_prob and edge_occluder_prob in [0, 1] and edge_occluder_max in [0.05, 0.9], "
+                              f"got {self.night_prob}, {self.edge_occluder_prob}, {self.edge_occluder_max}")
         if not 0.0 <= self.photo_perspective < 0.5 or self.photo_max_rotation_deg < 0:
             raise ConfigError("need 0 <= photo_perspective < 0.5 and photo_max_rotation_deg >= 0")
 
@@ -447,6 +459,52 @@ def random_erase(img: torch.Tensor, prob: float, max_area: float, gen: torch.Gen
     return out
 
 
+def night_view(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A night-like exposure of ``(3, H, W)`` float ``[0, 1]``: the image under uneven dim light (ambient
+    0.1-0.4 plus a lamp-like radial falloff from a random point, times a random colour cast), quantised to 8
+    bits with Gaussian noise of 1-3 grey levels at that dim level, then amplified back to the original mean
+    brightness (gain at most 8): dark parts come out grainy and posterised, bright ones clip."""
+    _, h, w = img.shape
+    ambient, power = _u(gen, 0.1, 0.4), _u(gen, 0.0, 1.5)
+    cy, cx, radius = _u(gen, -0.5, 1.5) * h, _u(gen, -0.5, 1.5) * w, _u(gen, 0.3, 1.0) * max(h, w)
+    yy = torch.arange(h, dtype=img.dtype).view(h, 1)
+    xx = torch.arange(w, dtype=img.dtype).view(1, w)
+    light = ambient + power / (1.0 + ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2)
+    cast = torch.tensor([1.0, _u(gen, 0.6, 1.0), _u(gen, 0.35, 1.0)], dtype=img.dtype).view(3, 1, 1)
+    dim = (img * light * cast).clamp(0, 1)
+    noise = torch.randn(dim.shape, generator=gen, dtype=img.dtype) * (_u(gen, 1.0, 3.0) / 255.0)
+    dim = torch.round((dim + noise).clamp(0, 1) * 255.0) / 255.0
+    gain = min(8.0, float(img.mean()) / max(float(dim.mean()), 1e-3))
+    return (dim * max(gain, 1.0)).clamp(0, 1)
+
+
+def edge_occluder(img: torch.Tensor, prob: float, max_share: float, gen: torch.Generator,
+                  texture: torch.Tensor | None = None) -> torch.Tensor:
+    """With probability ``prob``, a board over the left, right or bottom edge of ``(3, H, W)`` float ``[0, 1]``
+    (10 % to ``max_share`` of the width, or height for the bottom), of one colour or textured with a random
+    patch of ``texture`` ``(3, H', W')`` (another image: a near object; default: the image itself)."""
+    if _u(gen, 0.0, 1.0) >= prob:
+        return img
+    _, h, w = img.shape
+    side = int(torch.randint(3, (1,), generator=gen))
+    share = _u(gen, 0.1, max_share)
+    out = img.clone()
+    rows, cols = (slice(0, h), slice(0, max(1, round(share * w)))) if side == 0 else (
+        (slice(0, h), slice(w - max(1, round(share * w)), w)) if side == 1 else
+        (slice(h - max(1, round(share * h)), h), slice(0, w)))
+    bh, bw = rows.stop - rows.start, cols.stop - cols.start
+    if _u(gen, 0.0, 1.0) < 0.5:
+        out[:, rows, cols] = torch.rand(3, 1, 1, generator=gen).to(img.dtype)
+    else:  # a patch of the texture, enlarged to the board (seen from close by)
+        source = img if texture is None else texture
+        sh, sw = source.shape[-2:]
+        ph, pw = max(1, min(sh, bh // 3)), max(1, min(sw, bw // 3))
+        top, left = int(_u(gen, 0, sh - ph + 1 - 1e-9)), int(_u(gen, 0, sw - pw + 1 - 1e-9))
+        patch = source[:, top : top + ph, left : left + pw]
+        out[:, rows, cols] = TF.resize(patch, [bh, bw], antialias=True)
+    return out
+
+
 def homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """``(3, 3)`` homography mapping the 4 points ``src`` ``(4, 2)`` onto ``dst`` ``(4, 2)``."""
     a, b = [], []
@@ -688,8 +746,8 @@ class RetrievalTuples(Dataset):
 
     # --- samples ----------------------------------------------------------------------------------------
     def train_view(self, index: int, gen: torch.Generator) -> torch.Tensor:
-        """A training view of image ``index``: a random photo view, or the resized frame; colour jitter and
-        random erasing; ImageNet-normalised ``(3, H, W)``."""
+        """A training view of image ``index``: a random photo view, or the resized frame; colour jitter, optionally
+        a night-like exposure and an edge board, random erasing; ImageNet-normalised ``(3, H, W)``."""
         aug = self.config.augment
         image = self.images[index]
         if image.scene is PHOTO:
@@ -701,6 +759,11 @@ class RetrievalTuples(Dataset):
                 img = TF.resize(img, list(self.train_shape), antialias=True)
             x = TF.to_dtype(img, torch.float32, scale=True)
         x = color_jitter(x, aug.jitter, gen)
+        if aug.night_prob and _u(gen, 0.0, 1.0) < aug.night_prob:
+            x = night_view(x.clamp(0, 1), gen)
+        if aug.edge_occluder_prob:  # (textured with the image itself: boards textured with other training
+            # images gave a worse model on the hard world, R@1 36 % against 58 %)
+            x = edge_occluder(x, aug.edge_occluder_prob, aug.edge_occluder_max, gen)
         x = random_erase(x, aug.erase_prob, aug.erase_max_area, gen)
         return normalize(x.clamp(0, 1))
 
