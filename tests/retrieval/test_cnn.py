@@ -200,3 +200,30 @@ def test_pca_whitening_state_round_trips_and_whitens_queries_like_the_database(
     assert few.state()["whitening_projection"].shape == (4, 16) and "keeping 4" in caplog.text
     with pytest.raises(ConfigError, match="at least 2"):
         _desc(checkpoint, whitening="pca").fit_vectors(raw[:1])
+
+
+def test_shipped_model_is_the_default_and_finds_the_room_of_each_test_frame(tiny_world: Path) -> None:
+    """The shipped network (trained on the seed-0 world's rooms) describes the test frames of the tiny world
+    (seed 3: rooms it never saw) close to database frames of their own room and place; truth from the poses
+    (the place rule). A descriptor blind to content gets about 50 % of the rooms (two rooms)."""
+    import json
+
+    from visloc.datasets import load_frames
+    from visloc.evaluation.place_recall import correct_database_images
+    from visloc.io.images import read_image
+    from visloc.settings import shipped_model
+
+    d = global_descriptors.create("cnn")
+    meta = json.loads(shipped_model("retrieval_tiny_world.pt").with_suffix(".json").read_text())
+    assert d.path == shipped_model("retrieval_tiny_world.pt") and d.image_size == meta["image_size"]
+    db, queries = load_frames(tiny_world, "train").frames, load_frames(tiny_world, "test").frames
+    dv = np.stack([d(read_image(f.image_path)) for f in db])
+    qv = np.stack([d.describe_query(read_image(f.image_path)) for f in queries])
+    assert dv.shape[1] == 128 and np.allclose(np.linalg.norm(qv, axis=1), 1, atol=1e-5)
+    top = np.argsort(-(qv @ dv.T), axis=1)[:, :5]
+    same_room = np.mean([db[t[0]].scene == q.scene for t, q in zip(top, queries, strict=True)])
+    good = correct_database_images([q.pose for q in queries], [q.scene for q in queries],
+                                   [f.pose for f in db], [f.scene for f in db])
+    recall5 = np.mean([bool(set(t) & g) for t, g in zip(top.tolist(), good, strict=True)])
+    print(f"same room top-1 {same_room:.2f}, place R@5 {recall5:.2f}")
+    assert same_room >= 0.9 and recall5 >= 0.7

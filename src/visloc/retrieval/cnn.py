@@ -85,7 +85,9 @@ class CNNDescriptorConfig:
     whitening: ``none`` or ``pca`` (learned on the database at map build).
     whitening_dim: dimensions kept by the PCA whitening; 0 keeps all (at most ``N - 1`` for ``N``
         database images).
-    query: one of :data:`QUERY_MODES` (used when a query comes with a box).
+    query: one of :data:`QUERY_MODES` (used when a query comes with a box). Default ``attention``: the best
+        measured on the hard world's object queries (``benchmarks/retrieval.py``); the paper's full model is
+        ``attention_wrmac``.
     database: one of :data:`DATABASE_MODES`.
     lambda1, lambda2, phi: the attention gain ``g = lambda1 + lambda2 * s**phi``.
     saliency_threshold, top_activations: database side: saliency values kept to find salient blobs.
@@ -99,7 +101,7 @@ class CNNDescriptorConfig:
     rmac_levels: int = 3
     whitening: str = "none"
     whitening_dim: int = 0
-    query: str = "attention_wrmac"
+    query: str = "attention"
     database: str = "plain"
     lambda1: float = 0.5
     lambda2: float = 0.4
