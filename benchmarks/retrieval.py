@@ -6,13 +6,15 @@ Sections (``--sections``, all by default):
 * ``place``: the default and the ``hard`` embedded world, database = training traversals, queries = test
   traversal; Recall@1/5/10 with the place rule of :mod:`visloc.evaluation.place_recall` (same room, centre
   within 1 m, viewing direction within 45 degrees) for RootSIFT-VLAD, the relpose encoder and the CNN
-  descriptors (the shipped retrieval network with its GeM + learned whitening head, R-MAC on its last map,
-  each with PCA whitening learned on the database and with average query expansion), with the mean time
-  per query (describe + search).
+  descriptors (:data:`PLACE_METHODS`: the shipped retrieval network with its GeM + learned whitening
+  head, at one and three scales, R-MAC on its last map with and without PCA whitening learned on the
+  database, MAC), each through the product's own path (``build_map`` with no 3D points, then
+  ``retrieve``), with the mean time per query (``retrieve``'s wall time: read, describe, search).
 * ``objects``: object queries of the hard world (one poster or box as the region of interest; positives:
   database views that see it, exact from rendering); mAP (Oxford rule: other copies of a repeated
   texture are junk) of Full query, Cropped ROI, Cropped activation, attention, attention +
-  saliency-weighted R-MAC and the database-side variant; same network and weights, one run.
+  saliency-weighted R-MAC and the database-side variant; same network and weights, with its own pooling
+  and with R-MAC, one run.
 * ``landmarks``: ``landmarks_mini`` mAP (every other photo of the same landmark positive) for the same
   descriptors.
 * ``localization``: the hard world's test traversal localized (``pnp``) with maps whose global

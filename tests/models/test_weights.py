@@ -180,3 +180,16 @@ def test_wrong_architecture_names_the_file(tmp_path: Path, hub: Path) -> None:
     torch.save(state, tiny_file)
     with pytest.raises(InputError, match=r"wrong shape 1 \(features\.0\.weight\)"):
         build_backbone(BackboneConfig("tiny", weights=str(tiny_file)))
+
+
+def test_shipped_retrieval_encoder_initialises_another_network(hub: Path) -> None:
+    """The trained retrieval network's encoder is a `--weights` file for the other networks (here relpose)."""
+    from visloc.models import RelPoseNet
+    from visloc.models.checkpoint import load_model
+    from visloc.settings import shipped_model
+
+    path = shipped_model("retrieval_tiny_world.pt")
+    retrieval = load_model(path)
+    relpose = RelPoseNet(RelPoseConfig(backbone=BackboneConfig("tiny", weights=str(path)), hidden=16))
+    _assert_same_state(relpose.encoder, retrieval.encoder.state_dict())
+    assert relpose.encoder.initialised_from == f"file:{path}"
