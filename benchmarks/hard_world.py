@@ -30,7 +30,7 @@ from visloc.datasets.synthetic import OBJECT_QUERIES_JSON, WORLD_PRESETS, WorldC
 from visloc.evaluation.localization import evaluate_localization, threshold_key
 from visloc.evaluation.place_recall import world_place_ground_truth
 from visloc.io.atomic import write_json, write_text
-from visloc.io.pairs import read_pairs
+from visloc.io.pairs import read_ranked_pairs
 from visloc.localization import LocalizeConfig, RetrievalConfig, build_map, localize, retrieve
 from visloc.runtime import tune_malloc
 
@@ -61,9 +61,7 @@ def run_world(preset: str, work: Path, overrides: dict[str, Any]) -> dict[str, A
 
     pairs = work / f"pairs_{preset}.txt"
     retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=max(NS)))
-    ranked: dict[str, list[str]] = {}
-    for q, db in read_pairs(pairs):
-        ranked.setdefault(q, []).append(db)
+    ranked = read_ranked_pairs(pairs)
     truth = world_place_ground_truth(root)
     recall = truth.recall(ranked, NS)
     num_positives = [len(p) for p in truth.positives]

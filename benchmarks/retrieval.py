@@ -106,15 +106,6 @@ def retrieval_map(data: Path, out: Path, descriptor: str, options: dict[str, Any
     return out
 
 
-def ranked_pairs(path: Path) -> dict[str, list[str]]:
-    from visloc.io.pairs import read_pairs
-
-    ranked: dict[str, list[str]] = {}
-    for q, db in read_pairs(path):
-        ranked.setdefault(q, []).append(db)
-    return ranked
-
-
 def index_dim(map_dir: Path) -> int:
     import faiss
 
@@ -125,6 +116,7 @@ def place_section(work: Path) -> dict[str, Any]:
     """Recall@N on the test traversals of both worlds, each descriptor through ``build_map`` + ``retrieve``;
     time per query = ``retrieve``'s wall time (read, describe, search) over the queries."""
     from visloc.evaluation.place_recall import world_place_ground_truth
+    from visloc.io.pairs import read_ranked_pairs
     from visloc.localization import RetrievalConfig, retrieve
 
     results: dict[str, Any] = {}
@@ -139,7 +131,7 @@ def place_section(work: Path) -> dict[str, Any]:
             t = time.perf_counter()
             retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=max(NS), rerank=0))
             seconds = (time.perf_counter() - t) / len(truth.queries)
-            recall = truth.recall(ranked_pairs(pairs), NS)
+            recall = truth.recall(read_ranked_pairs(pairs), NS)
             dim = index_dim(map_dir)
             rows.append({"method": label, "descriptor": descriptor, "options": options, "dim": dim,
                          "recall": {str(n): recall[n] for n in NS}, "seconds_per_query": seconds,

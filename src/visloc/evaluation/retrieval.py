@@ -677,11 +677,9 @@ def evaluate_pairs_with_labels(
     Returns:
         Results with protocol ``"labels"`` (``"mAP"``) and the AP of each query.
     """
-    from ..io.pairs import read_pairs
+    from ..io.pairs import read_ranked_pairs
 
-    ranked: dict[str, list[str]] = {}
-    for query, db in read_pairs(pairs_path):
-        ranked.setdefault(query, []).append(db)
+    ranked = read_ranked_pairs(pairs_path)
     names = list(database) if database is not None else sorted(labels)
     counts: dict[Hashable, int] = {}
     for name in names:

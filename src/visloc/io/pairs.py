@@ -20,6 +20,15 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def read_ranked_pairs(path: str | Path) -> dict[str, list[str]]:
+    """``{query: [database names, best first]}`` of a ranked pairs file (:func:`read_pairs`, grouped in file
+    order)."""
+    ranked: dict[str, list[str]] = {}
+    for query, db in read_pairs(path):
+        ranked.setdefault(query, []).append(db)
+    return ranked
+
+
 def scores_sidecar(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".scores.json")

@@ -62,10 +62,15 @@ def eval_batch(images: Sequence[np.ndarray], resize: int, crop: int) -> torch.Te
     return torch.stack(out)
 
 
-def long_side_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """One ``(H, W, 3)`` uint8 image resized (antialiased bilinear) so that its longer side is ``size``,
-    aspect ratio kept, ImageNet-normalised: ``(3, H', W')`` float32 (the retrieval networks' input; whole
-    image, no crop).
+def long_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(h, w)`` of a ``height x width`` image resized so that its longer side is ``size`` (aspect kept)."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def long_side_uint8(image: np.ndarray, size: int) -> torch.Tensor:
+    """One ``(H, W, 3)`` uint8 image resized (antialiased bilinear) so that its longer side is ``size``:
+    ``(3, H', W')`` uint8 (:func:`long_side_tensor` before its normalisation).
 
     Raises:
         ValueError: not an ``(H, W, 3)`` image or ``size < 1``.
@@ -75,13 +80,21 @@ def long_side_tensor(image: np.ndarray, size: int) -> torch.Tensor:
         raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    hw = [max(1, round(h * scale)), max(1, round(w * scale))]
-    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
-    if hw != [h, w]:
-        x = TF.resize(x, hw, antialias=True)
-    return normalize(TF.to_dtype(x, torch.float32, scale=True))
+    hw = list(long_side_shape(img.shape[0], img.shape[1], size))
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return TF.resize(x, hw, antialias=True) if hw != list(x.shape[1:]) else x
 
 
-__all__ = ["eval_batch", "eval_transform", "long_side_tensor", "normalize", "sample_generator"]
+def long_side_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """One ``(H, W, 3)`` uint8 image resized (antialiased bilinear) so that its longer side is ``size``,
+    aspect ratio kept, ImageNet-normalised: ``(3, H', W')`` float32 (the retrieval networks' input; whole
+    image, no crop).
+
+    Raises:
+        ValueError: not an ``(H, W, 3)`` image or ``size < 1``.
+    """
+    return normalize(TF.to_dtype(long_side_uint8(image, size), torch.float32, scale=True))
+
+
+__all__ = ["eval_batch", "eval_transform", "long_side_shape", "long_side_tensor", "long_side_uint8", "normalize",
+           "sample_generator"]

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ from ..datasets import Frame, load_frames
 from ..errors import ConfigError, InputError
 from ..io.images import IMAGE_SUFFIXES, read_image
 from ..models.checkpoint import save_model
-from ..models.preprocess import normalize, sample_generator
+from ..models.preprocess import long_side_shape, long_side_uint8, normalize, sample_generator
 from ..models.retrieval_net import RetrievalNet, RetrievalNetConfig
 from ..registry import config_to_dict
 from .checkpoint import LAST, load_checkpoint
@@ -407,19 +408,10 @@ class OverlapTable:
 
 
 # --- images -------------------------------------------------------------------------------------------
-def long_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """``(h, w)`` of an image resized so that its longer side is ``size`` (as
-    :func:`~visloc.models.preprocess.long_side_tensor`)."""
-    scale = size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def load_long_side(path: str | Path, size: int) -> torch.Tensor:
     """An image resized so that its longer side is ``size``: ``(3, h, w)`` uint8, the same pixels as
     :func:`~visloc.models.preprocess.long_side_tensor` before its normalisation."""
-    img = torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1).contiguous()
-    hw = list(long_side_shape(img.shape[1], img.shape[2], size))
-    return TF.resize(img, hw, antialias=True) if hw != list(img.shape[1:]) else img
+    return long_side_uint8(read_image(path), size)
 
 
 def as_input(img: torch.Tensor) -> torch.Tensor:
@@ -505,17 +497,6 @@ def edge_occluder(img: torch.Tensor, prob: float, max_share: float, gen: torch.G
     return out
 
 
-def homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` homography mapping the 4 points ``src`` ``(4, 2)`` onto ``dst`` ``(4, 2)``."""
-    a, b = [], []
-    for (x, y), (u, v) in zip(src, dst, strict=True):
-        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        b += [u, v]
-    h = np.linalg.solve(np.array(a, np.float64), np.array(b, np.float64))
-    return np.append(h, 1.0).reshape(3, 3)
-
-
 def photo_view(img: torch.Tensor, out_hw: tuple[int, int], gen: torch.Generator,
                augment: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, np.ndarray]:
     """A random geometric view of a photo: a quadrilateral of it (random scale and position, rotation and
@@ -549,7 +530,7 @@ def photo_view(img: torch.Tensor, out_hw: tuple[int, int], gen: torch.Generator,
     centre = np.array([_u(gen, -lo[0], w - hi[0]), _u(gen, -lo[1], h - hi[1])])
     quad = corners + centre
     view_corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])
-    hom = homography_from_points(view_corners, quad)
+    hom = cv2.getPerspectiveTransform(np.float32(view_corners), np.float32(quad)).astype(np.float64)
     ys, xs = np.mgrid[0:out_h, 0:out_w]
     pts = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5, np.ones(xs.size)])
     mapped = hom @ pts
