@@ -11,6 +11,7 @@ among the 10 returned) and the overlap of the 10 returned with the exact top 10 
 
     python benchmarks/index.py --n 20000                 # smoke
     python benchmarks/index.py --n 1000000 --nprobe 64   # the big size (about 2 GB of float32 database)
+    python benchmarks/index.py --n 1000000 --m 32 --refine-m 16 --refine-nlist 2048 --nprobe 16  # + re-ranking
     python benchmarks/index.py --n 1000000 --device cuda # torch on the GPU
 """
 
@@ -117,6 +118,13 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=64, help="PQ sub-quantizers (bytes a vector at nbits=8)")
     parser.add_argument("--nbits", type=int, default=8)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32], help="one IVF-PQ row each")
+    parser.add_argument("--refine-m", type=int, default=0,
+                        help="also build IVF-PQ + a re-ranking PQ of this many bytes (IndexIVFPQR), one row per "
+                             "nprobe")
+    parser.add_argument("--refine-nlist", type=int, default=None, help="IVF lists of the re-ranking index "
+                        "(default: --nlist's)")
+    parser.add_argument("--k-factor", type=int, default=4, help="re-ranking shortlist, k_factor * k")
+    parser.add_argument("--skip-plain", action="store_true", help="no plain IVF-PQ rows (only with --refine-m)")
     parser.add_argument("--train-size", type=int, default=100_000)
     parser.add_argument("--block", type=int, default=1024, help="FAISS query block")
     parser.add_argument("--torch-block", type=int, default=256, help="torch query block ((block, n) floats)")
@@ -138,15 +146,23 @@ def main() -> None:
 
     flat_row, ref = bench_faiss("faiss flat (exact)", db, q, names, IndexConfig(kind="flat"), args, None)
     rows = [flat_row]
-    base = IndexConfig(kind="ivfpq", nlist=nlist, m=args.m, nbits=args.nbits, train_size=args.train_size)
-    t = time.perf_counter()
-    ivf = GlobalIndex.build(db, names, base)
-    ivf_build = time.perf_counter() - t
-    for nprobe in args.nprobe:  # one trained index, one row per nprobe
-        ivf.nprobe = nprobe
-        seconds, (_, idx) = best_time(lambda: ivf.search(q, K, block=args.block), args.repeats)
-        rows.append([f"faiss IVF{nlist},PQ{args.m}x{args.nbits} nprobe={ivf.nprobe}", ivf_build,
-                     ivf.nbytes() / len(ivf), len(q) / seconds, recall(idx, ref)])
+    variants = [] if args.skip_plain and args.refine_m else [(nlist, 0)]
+    if args.refine_m:
+        variants.append((args.refine_nlist or nlist, args.refine_m))
+    for lists, refine_m in variants:  # one trained index each, one row per nprobe
+        config = IndexConfig(kind="ivfpq", nlist=lists, m=args.m, nbits=args.nbits, train_size=args.train_size,
+                             refine_m=refine_m, k_factor=args.k_factor)
+        t = time.perf_counter()
+        ivf = GlobalIndex.build(db, names, config)
+        ivf_build = time.perf_counter() - t
+        label = f"faiss IVF{lists},PQ{args.m}x{args.nbits}" + (f"+{refine_m} (re-rank k_factor={args.k_factor})"
+                                                                  if refine_m else "")
+        for nprobe in args.nprobe:
+            ivf.nprobe = nprobe
+            seconds, (_, idx) = best_time(lambda: ivf.search(q, K, block=args.block), args.repeats)
+            rows.append([f"{label} nprobe={ivf.nprobe}", ivf_build, ivf.nbytes() / len(ivf), len(q) / seconds,
+                         recall(idx, ref)])
+        del ivf
     rows.append(bench_torch(db, q, args, ref))
 
     lines = [f"n={args.n} dim={args.dim} queries={args.queries} clusters={args.clusters} latent={args.latent} "

@@ -235,12 +235,14 @@ def map_build(
         help="FAISS index of the global descriptors: flat (exact) or ivfpq (approximate, for very large maps; "
              "needs at least max(nlist, 2**nbits) images).")] = "flat",
     index_option: Annotated[list[str] | None, typer.Option(
-        "--index-option", help="IVF-PQ option key=value: nlist, m, nbits, nprobe, train_size, seed.")] = None,
+        "--index-option", help="IVF-PQ option key=value: nlist, m, nbits, nprobe, refine_m (re-ranking PQ bytes, "
+        "0 = none), k_factor, train_size, seed.")] = None,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map
 
-    index_options = _parse_options(index_option, ["nlist", "m", "nbits", "nprobe", "train_size", "seed"],
+    index_options = _parse_options(index_option, ["nlist", "m", "nbits", "nprobe", "refine_m", "k_factor",
+                                                 "train_size", "seed"],
                                    "--index-option", "the kind is --index")
     config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
                        global_descriptor=global_descriptor, global_options=_parse_options(global_option),

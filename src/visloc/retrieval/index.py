@@ -1,12 +1,14 @@
 """Nearest-neighbour search over global descriptors: the one place that talks to FAISS.
 
 Inner-product search on L2-normalised descriptors, exact (``IndexFlatIP``, the default) or approximate
-(IVF-PQ, :class:`IndexConfig` ``kind="ivfpq"``). Queries are searched in blocks, so the full
+(IVF-PQ, :class:`IndexConfig` ``kind="ivfpq"``), optionally with a re-ranking stage (``refine_m > 0``:
+FAISS's ``IndexIVFPQR``, the IVF-PQ shortlist of ``k_factor * k`` candidates re-scored with a second PQ of
+the residuals' residuals, Jégou et al. ICASSP 2011). Queries are searched in blocks, so the full
 query x database similarity matrix is never built.
 
 Memory bound of :meth:`GlobalIndex.search` (``M`` queries, ``N`` database rows, dimension ``D``):
 besides the index itself (flat: ``4 N D`` bytes, 2 GB at 1M x 512; IVF-PQ: about ``m + 8`` bytes a
-vector) a search holds its outputs, ``12 M k`` bytes, plus per block of ``block`` queries a
+vector, ``m + refine_m + 8`` with re-ranking) a search holds its outputs, ``12 M k`` bytes, plus per block of ``block`` queries a
 ``block x k`` result heap and FAISS's own scratch: the flat index computes similarities in BLAS tiles of
 at most ``faiss.cvar.distance_compute_blas_query_bs x distance_compute_blas_database_bs`` (4096 x 1024
 floats, 16 MB) whatever ``N`` is, and IVF-PQ only scores the ``nprobe`` probed inverted lists
@@ -45,6 +47,12 @@ class IndexConfig:
             bytes a vector.
         nbits: bits per PQ code (8 is the fast path).
         nprobe: inverted lists scanned per query (recall vs speed).
+        refine_m: re-ranking stage (ivfpq): ``0`` for none, else the sub-quantizers (8 bits each) of a second
+            PQ that encodes what the first one missed; the IVF-PQ shortlist is re-scored with it. Adds
+            ``refine_m`` bytes a vector; must divide the descriptor dimension. The index then searches in
+            L2 internally (the same ranking as inner product on unit vectors); scores are still inner
+            products.
+        k_factor: re-ranking shortlist size, ``k_factor * k`` candidates (with ``refine_m``).
         train_size: at most this many vectors (a seeded random sample) train the quantizers.
         seed: sample seed.
     """
@@ -54,29 +62,47 @@ class IndexConfig:
     m: int = 64
     nbits: int = 8
     nprobe: int = 32
+    refine_m: int = 0
+    k_factor: int = 4
     train_size: int = 100_000
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"index kind must be one of {KINDS}, got {self.kind!r}")
-        for key in ("nlist", "m", "nbits", "nprobe", "train_size"):
+        for key in ("nlist", "m", "nbits", "nprobe", "train_size", "k_factor"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"index {key} must be >= 1, got {getattr(self, key)}")
+        if int(self.refine_m) < 0:
+            raise ConfigError(f"index refine_m must be >= 0 (0: no re-ranking), got {self.refine_m}")
         if self.nbits > 16:
             raise ConfigError(f"index nbits must be <= 16, got {self.nbits}")
 
     def min_train(self) -> int:
-        """Fewest training vectors ``ivfpq`` accepts: one per coarse centroid and per PQ centroid."""
-        return max(self.nlist, 2**self.nbits)
+        """Fewest training vectors ``ivfpq`` accepts: one per coarse centroid and per PQ centroid (the
+        re-ranking PQ has 256 a sub-quantizer)."""
+        return max(self.nlist, 2**self.nbits, 256 if self.refine_m else 1)
 
 
 # --- version-sensitive FAISS calls (checked against faiss 1.15) -------------------------------------
 
 def _make_ivfpq(dim: int, config: IndexConfig) -> faiss.Index:
-    """An untrained inner-product IVF-PQ index (the Python wrapper keeps ``quantizer`` alive)."""
+    """An untrained IVF-PQ index (the Python wrapper keeps ``quantizer`` alive): inner product, or with
+    ``refine_m`` an L2 ``IndexIVFPQR`` (FAISS implements the re-ranking stage for L2 only; on unit vectors
+    ``|q - x|^2 = 2 - 2 q.x``, so the ranking is the same)."""
+    if config.refine_m:
+        index = faiss.IndexIVFPQR(faiss.IndexFlatL2(dim), dim, config.nlist, config.m, config.nbits, config.refine_m, 8)
+        index.k_factor = float(config.k_factor)
+        return index
     quantizer = faiss.IndexFlatIP(dim)
     return faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, faiss.METRIC_INNER_PRODUCT)
+
+
+def _inner_products(index: faiss.Index, scores: np.ndarray) -> np.ndarray:
+    """``index.search`` scores as inner products: L2 indexes return squared distances of unit vectors."""
+    if index.metric_type == faiss.METRIC_L2:
+        return 1.0 - 0.5 * scores
+    return scores
 
 
 def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -136,8 +162,10 @@ class GlobalIndex:
         if config.kind == "flat":
             return cls(descriptors, names)
         n, dim = descriptors.shape
-        if dim % config.m:
-            raise ConfigError(f"ivfpq: m={config.m} sub-quantizers must divide the descriptor dimension {dim}")
+        for key in ("m", "refine_m"):
+            value = int(getattr(config, key))
+            if value and dim % value:
+                raise ConfigError(f"ivfpq: {key}={value} sub-quantizers must divide the descriptor dimension {dim}")
         n_train = min(n, config.train_size)
         if n_train < config.min_train():
             raise ConfigError(
@@ -226,7 +254,7 @@ class GlobalIndex:
         scores, indices = [], []
         for start in range(0, len(queries), block):
             s, i = self.index.search(queries[start : start + block], k)
-            scores.append(s)
+            scores.append(_inner_products(self.index, s))
             indices.append(i)
         if not scores:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
