@@ -39,6 +39,7 @@ from visloc.evaluation.semantic import PCKResults
 from visloc.evaluation.semantic_model import evaluate_matcher
 from visloc.geometry.warps import Warp
 from visloc.io.atomic import write_json, write_text
+from visloc.models.backbones import BackboneConfig
 from visloc.semantic.models import tiny_matcher_config
 from visloc.semantic.predict import load_matcher, predict_warps
 from visloc.settings import data_dir
@@ -143,6 +144,10 @@ def main() -> None:
                         help="add two control rows: synthetic-only continued training, batch-norm adaptation only")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--backbone-weights", type=Path, default=None,
+                        help="initialise the tiny backbone from this file (e.g. the shipped retrieval encoder, "
+                             "src/visloc/weights/retrieval_tiny_world.pt) instead of at random; the results go to "
+                             "docs/results/<stem>_init.md/.json")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -159,6 +164,8 @@ def main() -> None:
     folds = folds_of(classes, args.fold_size) if args.split == "class" else category_folds(classes)
     pairs = pf_willow_pairs(images)
     model = tiny_matcher_config(args.transform, args.image_size)
+    if args.backbone_weights is not None:
+        model = dataclasses.replace(model, backbone=BackboneConfig("tiny", str(args.backbone_weights)))
     loop = LoopConfig(device="cpu", progress=False, num_workers=0, seed=args.seed)
 
     # --- one synthetic pretraining -------------------------------------------------------------------------
@@ -227,7 +234,8 @@ def main() -> None:
     lines = [
         "# Semantic matching with weak supervision (Publications I and II) on PF-WILLOW", "",
         f"Produced by `python benchmarks/semantic.py{' --threads ' + str(args.threads) if args.threads else ''}"
-        f"{' --control' if args.control else ''}` on {os.cpu_count()} CPU cores shared with other jobs "
+        f"{' --control' if args.control else ''}"
+        f"{' --backbone-weights ' + str(args.backbone_weights) if args.backbone_weights else ''}` on {os.cpu_count()} CPU cores shared with other jobs "
         f"({torch.get_num_threads()} torch thread(s)), {time.strftime('%Y-%m-%d')}. Training + evaluation: "
         f"{sum(compute.values()) / 60:.1f} min, of which the issue's rows (without the controls) "
         f"{sum(v for k, v in compute.items() if k not in CONTROL_ROWS) / 60:.1f} min; this invocation "
@@ -294,7 +302,8 @@ def main() -> None:
     print(text)
     if not args.no_write:
         out = REPO / "docs" / "results"
-        stem = "semantic" if args.split == "class" else "semantic_category"
+        stem = ("semantic" if args.split == "class" else "semantic_category") + (
+            "_init" if args.backbone_weights is not None else "")
         write_text(out / f"{stem}.md", text)
         write_json(out / f"{stem}.json", {
             "protocol": {"folds": folds, "alpha": ALPHA, "normalisations": list(NORMS), "data": str(root),
