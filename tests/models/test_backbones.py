@@ -20,7 +20,7 @@ from visloc.models import (
     imagenet_normalize,
 )
 
-OUT_DIMS = {"resnet18": 512, "resnet34": 512, "mobilenet_v2": 1280, "tiny": 256}
+OUT_DIMS = {"resnet18": 512, "resnet34": 512, "mobilenet_v2": 1280, "tiny": 256, "vgg16": 512}
 
 
 def _random(name: str) -> nn.Module:

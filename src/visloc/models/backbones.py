@@ -5,16 +5,18 @@ Select them by name from :data:`backbones` through a :class:`BackboneConfig`::
     encoder = build_backbone(BackboneConfig("resnet18", weights="imagenet"))
     desc = encoder(images)          # (B, 512): global average pooling of the last feature map
 
-``resnet34`` (Publication V's encoder), ``resnet18`` and ``mobilenet_v2`` are torchvision networks
-with the classifier removed; ``tiny`` is a small CNN for training from scratch on a CPU. Where the
-weights come from is decided by :class:`BackboneConfig` (see :mod:`visloc.models.weights`): nothing is
-ever downloaded here. All ops are convolutions, batch norm and pooling, so a model moved to
-``channels_last`` runs in that memory format throughout.
+``resnet34`` (Publication V's encoder), ``resnet18``, ``mobilenet_v2`` and ``vgg16`` (DGC-Net's and
+NetVLAD's encoder, convolutional part only) are torchvision networks with the classifier removed;
+``tiny`` is a small CNN for training from scratch on a CPU. Where the weights come from is decided by
+:class:`BackboneConfig` (see :mod:`visloc.models.weights`): nothing is ever downloaded here. All ops are
+convolutions, batch norm and pooling, so a model moved to ``channels_last`` runs in that memory format
+throughout. :func:`pyramid_taps` gives a backbone's feature maps at several strides (dense matching).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import warnings
 from collections import OrderedDict
@@ -37,7 +39,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class BackboneConfig:
     """Attributes:
-    name: a registered backbone: ``resnet34``, ``resnet18``, ``mobilenet_v2`` or ``tiny``.
+    name: a registered backbone: ``resnet34``, ``resnet18``, ``mobilenet_v2``, ``vgg16`` or ``tiny``.
     weights: ``"imagenet"`` (torchvision's, from the torch hub cache only), ``"none"`` (random
         initialisation, needs ``allow_random_init``) or the path of a state-dict file (or of a visloc
         model whose encoder has this architecture, e.g. a trained relpose ``model.pt``: fine-tuning).
@@ -212,6 +214,50 @@ class MobileNetV2Backbone(Backbone):
         return self.body.features(images)
 
 
+class VGG16Features(nn.Module):
+    """torchvision's VGG-16 ``features`` (13 conv3x3 + ReLU, 5 max-pools), no ``avgpool`` / ``classifier``.
+
+    Built with torchvision's own ``make_layers`` and initialised as torchvision's ``VGG`` (Kaiming-normal
+    ``fan_out`` convolutions, zero biases), so state-dict keys (``features.0.weight`` ...) are torchvision's
+    and its ImageNet file loads (the classifier keys are ignored). The max-pools use ``ceil_mode=True``:
+    ``ceil(H / 32)`` output rows as the other backbones (no change for sizes divisible by 32).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        self.features = make_layers(cfgs["D"], batch_norm=False)
+        for m in self.features.modules():
+            if isinstance(m, nn.MaxPool2d):
+                m.ceil_mode = True
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+
+class VGG16Backbone(Backbone):
+    """torchvision VGG-16 convolutional part (:class:`VGG16Features`); descriptor ``(B, 512)`` (``pool5``).
+
+    Its feature pyramid (:func:`pyramid_taps`) is DGC-Net's ``VGGPyramid``: stride 1 = ``conv1_1`` + ReLU,
+    stride ``2^k`` = the output of ``pool_k`` (64, 64, 128, 256, 512 channels at strides 1 .. 16).
+    """
+
+    ignored_prefixes = ("classifier.",)
+    #: stride -> number of ``features`` layers up to the tap (DGC-Net's level boundaries).
+    pyramid_cuts: tuple[tuple[int, int], ...] = ((1, 2), (2, 5), (4, 10), (8, 17), (16, 24), (32, 31))
+
+    def __init__(self, name: str, config: BackboneConfig) -> None:
+        super().__init__(name, config, VGG16Features(), 512)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+
 # --- tiny: a small CNN for CPU training from scratch -------------------------------------------------
 
 
@@ -278,6 +324,20 @@ def _module_stride(module: nn.Module) -> int:
     return stride
 
 
+def _body_children(backbone: Backbone, purpose: str) -> list[tuple[str, nn.Module]]:
+    """The body's layers in running order: ResNet's named stages, or the ``features`` sequence."""
+    body = backbone.body
+    resnet_names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    if all(hasattr(body, n) for n in resnet_names):
+        return [(n, getattr(body, n)) for n in resnet_names]
+    if isinstance(getattr(body, "features", None), nn.Sequential):
+        return list(body.features.named_children())
+    raise ConfigError(
+        f"backbone {backbone.config.name!r}: no known way to {purpose} (supported: "
+        "torchvision ResNets and backbones with a 'features' sequence)"
+    )
+
+
 def stride_split(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, nn.Sequential, int]:
     """Split ``backbone``'s body at total stride ``stride``: the layers up to it and the layers after it.
 
@@ -295,17 +355,7 @@ def stride_split(backbone: Backbone, stride: int = 16) -> tuple[nn.Sequential, n
         The layers up to ``stride`` (every stride-1 layer right after the cut included), the remaining
         layers, and the number of output channels of the first part.
     """
-    body = backbone.body
-    resnet_names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    if all(hasattr(body, n) for n in resnet_names):
-        children = [(n, getattr(body, n)) for n in resnet_names]
-    elif isinstance(getattr(body, "features", None), nn.Sequential):
-        children = list(body.features.named_children())
-    else:
-        raise ConfigError(
-            f"backbone {backbone.config.name!r}: no known way to truncate it at stride {stride} (supported: "
-            "torchvision ResNets and backbones with a 'features' sequence)"
-        )
+    children = _body_children(backbone, f"truncate it at stride {stride}")
     total, cut = 1, 0
     for _, module in children:
         s = _module_stride(module)
@@ -355,6 +405,106 @@ def split_at_tap(backbone: Backbone, tap: str) -> tuple[nn.Sequential, nn.Sequen
     return stride_split(backbone, tap_stride(tap))
 
 
+# --- feature pyramids --------------------------------------------------------------------------------
+
+
+def _pyramid_cuts(backbone: Backbone) -> dict[int, int]:
+    """Total stride -> number of body layers (:func:`_body_children`) up to the pyramid tap at that stride.
+
+    A backbone class may fix them (``pyramid_cuts``, e.g. VGG-16's DGC-Net levels); otherwise the tap at
+    stride ``s`` follows the last layer whose total stride is ``s`` (as :func:`stride_split`).
+    """
+    fixed = getattr(type(backbone), "pyramid_cuts", None)
+    if fixed is not None:
+        return dict(fixed)
+    cuts: dict[int, int] = {}
+    total = 1
+    for i, (_, module) in enumerate(_body_children(backbone, "build a feature pyramid")):
+        total *= _module_stride(module)
+        cuts[total] = i + 1
+    return cuts
+
+
+def pyramid_strides(backbone: Backbone) -> tuple[int, ...]:
+    """The total strides at which :func:`pyramid_taps` can tap ``backbone``, increasing.
+
+    Stride 1 exists only for backbones with full-resolution layers (``vgg16``); ``tiny``, ``mobilenet_v2``
+    and the ResNets start with a strided convolution, so their pyramids start at stride 2.
+    """
+    return tuple(sorted(_pyramid_cuts(backbone)))
+
+
+class FeaturePyramid(nn.Module):
+    """Consecutive stages of a backbone, one feature map per tapped stride.
+
+    Attributes:
+        stages: the stage modules (shared with the backbone, not copied); stage ``i`` ends at ``strides[i]``.
+        strides: total stride of each output, increasing.
+        channels: channels of each output.
+    """
+
+    def __init__(
+        self, stages: list[nn.Sequential], strides: tuple[int, ...], channels: tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.strides = strides
+        self.channels = channels
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the images.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised.
+
+        Returns:
+            ``[(B, channels[i], ceil(H / strides[i]), ceil(W / strides[i]))]`` (exact for ``H``, ``W``
+            divisible by the largest stride).
+        """
+        out: list[torch.Tensor] = []
+        x = images
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+def pyramid_taps(backbone: Backbone, strides: tuple[int, ...] = (2, 4, 8, 16)) -> FeaturePyramid:
+    """A :class:`FeaturePyramid` that returns ``backbone``'s features at the given total strides.
+
+    The tap at stride ``s`` is the output of the last layer at that stride (:func:`stride_split`'s cut:
+    ``tiny``: 16, 32, 64, 128 channels at strides 2-16; ``mobilenet_v2``: 16, 24, 32, 96; ResNet-18/34:
+    64 (after ``conv1``'s ReLU), 64, 128, 256), except VGG-16, whose taps are DGC-Net's (``conv1_1`` at
+    stride 1, then the outputs of ``pool1`` .. ``pool4``: 64, 64, 128, 256, 512). Layers after the last tap
+    are left out. Modules are shared, so weights loaded into ``backbone`` are used.
+
+    Args:
+        backbone: a built backbone.
+        strides: increasing total strides, each in :func:`pyramid_strides`.
+
+    Raises:
+        ConfigError: a stride the backbone does not have (e.g. 1 for ``tiny``), or not increasing.
+    """
+    cuts = _pyramid_cuts(backbone)
+    if not strides or any(b <= a for a, b in itertools.pairwise(strides)):
+        raise ConfigError(f"pyramid strides must be increasing (at least one), got {strides}")
+    missing = [s for s in strides if s not in cuts]
+    if missing:
+        raise ConfigError(
+            f"backbone {backbone.config.name!r} has no pyramid level at stride(s) {missing} "
+            f"(available: {sorted(cuts)})"
+        )
+    children = _body_children(backbone, "build a feature pyramid")
+    stages, channels, start = [], [], 0
+    for s in strides:
+        kept = children[start : cuts[s]]
+        stages.append(nn.Sequential(OrderedDict(kept)))
+        convs = [m for _, module in children[: cuts[s]] for m in module.modules() if isinstance(m, nn.Conv2d)]
+        channels.append(convs[-1].out_channels)
+        start = cuts[s]
+    return FeaturePyramid(stages, tuple(strides), tuple(channels))
+
+
 # --- registration ------------------------------------------------------------------------------------
 
 
@@ -373,6 +523,7 @@ _register("resnet18", ResNetBackbone)
 _register("resnet34", ResNetBackbone)
 _register("mobilenet_v2", MobileNetV2Backbone)
 _register("tiny", TinyBackbone)
+_register("vgg16", VGG16Backbone)
 
 
 @networks.register("backbone", BackboneConfig)

@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_path
 from ..registry import config_to_dict
-from . import backbones, cnngeometric, posenet, relpose, retrieval_net  # noqa: F401  (register the networks)
+from . import backbones, cnngeometric, dense, posenet, relpose, retrieval_net  # noqa: F401  (register the networks)
 from .registry import networks
 from .weights import load_state_into, read_torch_file
 

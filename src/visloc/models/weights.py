@@ -28,6 +28,7 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
     "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
     "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
     "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V2"),
+    "vgg16": ("VGG16_Weights", "IMAGENET1K_V1"),
 }
 
 
@@ -67,7 +68,7 @@ def download_weights(name: str, progress: bool = True) -> Path:
     sha256 prefix in the file name and writes through a temporary file.
 
     Args:
-        name: ``resnet18``, ``resnet34`` or ``mobilenet_v2``.
+        name: ``resnet18``, ``resnet34``, ``mobilenet_v2`` or ``vgg16``.
         progress: show a progress bar.
 
     Returns:
