@@ -1,0 +1,126 @@
+"""The trained dense matcher (:class:`~visloc.models.dense.DenseMatcher`) on images of any size.
+
+``DenseNetworkMatcher(model_path)(source, target)`` takes two ``(H, W, 3)`` uint8 RGB images and returns a
+:class:`~visloc.matching.dense_baselines.DenseCorrespondence`: for every pixel of the target (at its original
+size) the source pixel (original size), and the network's matchability as confidence. With ``image_size``
+(default: what the model was trained at, stored in its checkpoint) both images are first resized so that
+their longer side is ``image_size``; the map is computed there and brought back to the original sizes exactly
+(:func:`~visloc.geometry.flow.resize_map`).
+
+:func:`cyclic_mask` runs the matcher both ways and keeps the target pixels whose round trip returns within a
+tolerance (Publication IV's cyclically consistent matches); :func:`sample_correspondences` turns a map into
+point matches (highest confidence first, at most one per cell of a grid), as hloc's dense matchers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..geometry.flow import cyclic_consistency, in_bounds, resize_map
+from ..models.checkpoint import load_model, read_checkpoint
+from ..models.preprocess import long_side_uint8, normalize
+from .dense_baselines import DenseCorrespondence
+
+
+def _prepare(image: np.ndarray, size: int | None) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H', W')`` ImageNet-normalised (longer side ``size`` when given)."""
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
+    x = long_side_uint8(img, size) if size else torch.from_numpy(np.array(img, np.uint8)).permute(2, 0, 1)
+    return normalize(x.float() / 255.0)[None]
+
+
+@dataclass(frozen=True)
+class DenseMatcherSettings:
+    """Attributes:
+    image_size: longer side the images are resized to before matching; ``0`` uses the model's training
+        size (from its checkpoint; the original size when it has none); ``None``: the original sizes.
+    device: torch device.
+    """
+
+    image_size: int | None = 0
+    device: str = "cpu"
+
+
+class DenseNetworkMatcher:
+    """A trained dense matcher as ``matcher(source, target) -> DenseCorrespondence``."""
+
+    def __init__(self, model_path: str | Path, settings: DenseMatcherSettings = DenseMatcherSettings()) -> None:
+        self.model_path = Path(model_path)
+        self.model = load_model(self.model_path, settings.device)
+        self.device = torch.device(settings.device)
+        size = settings.image_size
+        if size == 0:
+            size = read_checkpoint(self.model_path).get("metrics", {}).get("preprocess", {}).get("image_size")
+        self.image_size = int(size) if size else None
+
+    @torch.inference_mode()
+    def __call__(self, source: np.ndarray, target: np.ndarray) -> DenseCorrespondence:
+        src, tgt = (_prepare(im, self.image_size).to(self.device) for im in (source, target))
+        out = self.model(src, tgt)
+        corr = out.correspondence.float()
+        small_src = tuple(src.shape[-2:])
+        full_src, full_tgt = tuple(source.shape[:2]), tuple(target.shape[:2])
+        corr = resize_map(corr, full_tgt, small_src, full_src)[0].cpu()
+        conf = None
+        if out.confidence is not None:
+            conf = torch.nn.functional.interpolate(out.confidence.float(), size=full_tgt, mode="bilinear",
+                                                   align_corners=False)[0].cpu()
+        return DenseCorrespondence(corr, conf)
+
+
+def cyclic_mask(matcher, source: np.ndarray, target: np.ndarray, tolerance_px: float
+                ) -> tuple[DenseCorrespondence, DenseCorrespondence, torch.Tensor]:
+    """Forward (target -> source) and backward (source -> target) answers of ``matcher`` and the ``(1, Ht,
+    Wt)`` bool mask of target pixels whose round trip lands within ``tolerance_px`` of where it started
+    (and inside the source image)."""
+    forward = matcher(source, target)
+    backward = matcher(target, source)
+    return forward, backward, cyclic_consistency(forward.map[None], backward.map[None], tolerance_px)[0]
+
+
+def sample_correspondences(dense: DenseCorrespondence, source_hw: tuple[int, int], max_matches: int = 2048,
+                           cell: int = 4, min_confidence: float = 0.0, mask: torch.Tensor | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point matches from a dense answer.
+
+    The target is divided into ``cell x cell`` pixel cells; each cell contributes its most confident pixel
+    (the cell centre when there is no confidence), if its match lies inside the source image, its confidence
+    is at least ``min_confidence`` and ``mask`` (``(1, Ht, Wt)`` bool, e.g. :func:`cyclic_mask`) allows it;
+    the ``max_matches`` most confident are kept.
+
+    Returns:
+        ``target_xy (M, 2)``, ``source_xy (M, 2)`` float32 pixels and ``scores (M,)``, most confident first.
+    """
+    corr = dense.map
+    _, ht, wt = corr.shape
+    conf = dense.confidence[0] if dense.confidence is not None else torch.ones(ht, wt)
+    valid = in_bounds(corr[None], source_hw)[0, 0] & (conf >= min_confidence)
+    if mask is not None:
+        valid &= mask[0].bool()
+    score = torch.where(valid, conf, torch.full_like(conf, -1.0))
+    if dense.confidence is None:  # prefer cell centres: a tiny bonus at the centre of each cell
+        ys, xs = torch.meshgrid(torch.arange(ht), torch.arange(wt), indexing="ij")
+        centre = ((ys % cell) == cell // 2) & ((xs % cell) == cell // 2)
+        score = torch.where(valid & centre, score + 1e-3, score)
+    hc, wc = -(-ht // cell), -(-wt // cell)
+    padded = torch.full((hc * cell, wc * cell), -1.0)
+    padded[:ht, :wt] = score
+    blocks = padded.reshape(hc, cell, wc, cell).permute(0, 2, 1, 3).reshape(hc, wc, cell * cell)
+    best, arg = blocks.max(dim=-1)
+    y = (torch.arange(hc)[:, None] * cell + arg // cell).reshape(-1)
+    x = (torch.arange(wc)[None, :] * cell + arg % cell).reshape(-1)
+    best = best.reshape(-1)
+    keep = best >= 0
+    x, y, best = x[keep], y[keep], best[keep]
+    order = torch.argsort(best, descending=True, stable=True)[:max_matches]
+    x, y = x[order], y[order]
+    target_xy = torch.stack([x, y], 1).float()
+    source_xy = corr[:, y, x].T
+    scores = conf[y, x]
+    return target_xy.numpy(), source_xy.numpy().astype(np.float32), scores.numpy().astype(np.float32)
