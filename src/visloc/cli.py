@@ -446,6 +446,119 @@ def evaluate_retrieval(
     typer.echo(f"\nresults: {out}")
 
 
+@evaluate_app.command("matching")
+def evaluate_matching(
+    out: Annotated[Path, typer.Option(help="Results JSON to write (per pair and summaries).")],
+    model: Annotated[str, typer.Option(
+        help="A model.pt of `visloc train dense`, or a baseline: identity (nothing moved) or sift-homography "
+             "(SIFT + RANSAC homography).")] = "sift-homography",
+    evd: Annotated[Path | None, typer.Option(help="Homography pairs in EVD layout (1/, 2/, h/): AEPE, PCK.")] = None,
+    hpatches: Annotated[Path | None, typer.Option(
+        help="HPatches root: every sequence folder (1.ppm .. 6.ppm, H_1_k) gives pairs 1-k: AEPE, PCK.")] = None,
+    world: Annotated[Path | None, typer.Option(
+        help="A posed data set with depth (e.g. `visloc world make`): view pairs with exact maps: AEPE, PCK.")] = None,
+    world_split: Annotated[str, typer.Option(help="Split whose frames are paired (--world).")] = "test",
+    world_pairs: Annotated[int, typer.Option(help="At most this many view pairs per scene (--world).")] = 20,
+    motorcycle: Annotated[bool, typer.Option(
+        help="scikit-image's stereo_motorcycle pair (real photographs, exact disparity): AEPE, PCK.")] = False,
+    scannet: Annotated[Path | None, typer.Option(
+        help="SuperGlue's ScanNet pairs file (pairs_with_gt.txt, images beside it or in images/): pose AUC.")] = None,
+    size: Annotated[int, typer.Option(
+        help="Homography pairs are resized to SIZE x SIZE (DGC-Net's protocol: 240; 0: original sizes).")] = 240,
+    image_size: Annotated[int, typer.Option(
+        help="Longer side the network sees (0: its training size).")] = 0,
+    max_matches: Annotated[int, typer.Option(help="Point matches sampled from a dense map (--scannet).")] = 2048,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
+) -> None:
+    """Dense matching against exact ground truth: AEPE and PCK@1/3/5 px, relative-pose AUC@5/10/20 deg."""
+    import json
+
+    from .evaluation import dense_matching as dm
+    from .io.atomic import write_text
+
+    if out.exists() and not overwrite:
+        raise VislocInputError(out, "exists; pass --overwrite to replace it, or --out another file")
+    matcher = _dense_matcher(model, image_size)
+    results: dict = {"model": model}
+    sets: list[tuple[str, object]] = []
+    if evd is not None:
+        from .datasets.homography import read_evd
+
+        sets.append(("evd", dm.homography_flow_pairs(read_evd(evd), size or None)))
+    if hpatches is not None:
+        from .datasets.homography import read_hpatches_sequence
+
+        if not hpatches.is_dir():
+            raise VislocInputError(hpatches, "HPatches folder not found (--hpatches)")
+        seqs = sorted(d for d in hpatches.iterdir() if d.is_dir())
+        sets.append(("hpatches", dm.homography_flow_pairs([p for d in seqs for p in read_hpatches_sequence(d)],
+                                                           size or None)))
+    if world is not None:
+        sets.append(("world", _world_flow_pairs(world, world_split, world_pairs)))
+    if motorcycle:
+        from .datasets.stereo import stereo_motorcycle_pair
+
+        sets.append(("motorcycle", [dm.stereo_flow_pair(stereo_motorcycle_pair())]))
+    if not sets and scannet is None:
+        raise typer.BadParameter("give at least one of --evd, --hpatches, --world, --motorcycle, --scannet")
+    lines = ["| data | pairs | AEPE (px) | PCK@1 | PCK@3 | PCK@5 | s / pair |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, pairs in sets:
+        res, _ = dm.evaluate_flow_pairs(matcher, pairs)
+        results[name] = res.to_json()
+        lines.append(f"| {name} | {len(res.rows)} | {res.mean_aepe:.2f} | "
+                     + " | ".join(f"{100 * res.pooled_pck.get(t, float('nan')):.1f}" for t in dm.PCK_THRESHOLDS)
+                     + f" | {res.mean_seconds:.3f} |")
+    typer.echo("\n".join(lines))
+    if scannet is not None:
+        from .datasets.scannet import read_scannet_pairs
+
+        point = (dm.sift_point_matcher() if model == "sift-homography"
+                 else dm.dense_point_matcher(matcher, max_matches=max_matches))
+        pose = dm.evaluate_pose_pairs(point, read_scannet_pairs(scannet).pairs)
+        results["scannet"] = pose.to_json()
+        typer.echo("\nScanNet pose AUC@5/10/20 deg: " + " / ".join(f"{100 * pose.auc[t]:.1f}" for t in dm.AUC_THRESHOLDS)
+                   + ("  (sift-homography: plain SIFT point matches)" if model == "sift-homography" else ""))
+    write_text(out, json.dumps(results, indent=1) + "\n")
+    typer.echo(f"\nresults: {out}")
+
+
+def _dense_matcher(model: str, image_size: int):
+    from .matching.dense_baselines import SiftHomography, identity_correspondence
+
+    if model == "identity":
+        return identity_correspondence
+    if model == "sift-homography":
+        return SiftHomography()
+    from .matching.dense import DenseMatcherSettings, DenseNetworkMatcher
+
+    path = Path(model)
+    if not path.is_file():
+        raise VislocInputError(path, "dense model not found (--model: a model.pt, identity or sift-homography)")
+    return DenseNetworkMatcher(path, DenseMatcherSettings(image_size=image_size or 0))
+
+
+def _world_flow_pairs(root: Path, split: str, per_scene: int, size: tuple[int, int] = (240, 320)):
+    """Flow pairs of a posed data set's view pairs (overlap 0.3-0.9), images at ``size``."""
+    import dataclasses
+
+    from .evaluation.dense_matching import FlowPair
+    from .training.dense_data import WorldPairConfig, WorldViewPairs
+    from .training.pairs import PairSamplingConfig
+
+    config = WorldPairConfig(output_size=size, split=split,
+                             sampling=dataclasses.replace(PairSamplingConfig(), max_pairs_per_scene=per_scene))
+    pairs = WorldViewPairs(root, config)
+
+    def uint8(img):
+        return (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+    for i in range(len(pairs)):
+        item = pairs[i]
+        yield FlowPair(f"{item['target_name']}<-{item['source_name']}", uint8(item["source"]), uint8(item["target"]),
+                       item["map"], item["mask"].bool(), {"view_angle_deg": float(item["view_angle_deg"]),
+                                                          "overlap": float(item["overlap"])})
+
+
 #: Printed (and saved) with every evaluation of the shipped semantic model.
 SHIPPED_SEMANTIC_NOTE = ("the shipped model was fine-tuned on weak pairs of all 10 PF-WILLOW classes (images "
                          "only, no correspondences): on PF-WILLOW these numbers are in-sample, not held-out "

@@ -1,6 +1,6 @@
 """``visloc train``: command-line front ends of :func:`~visloc.training.relpose.train_relpose`,
-:func:`~visloc.training.posenet.train_posenet`, :func:`~visloc.training.retrieval.train_retrieval` and
-:func:`~visloc.training.semantic.train_semantic`.
+:func:`~visloc.training.posenet.train_posenet`, :func:`~visloc.training.retrieval.train_retrieval`,
+:func:`~visloc.training.semantic.train_semantic` and :func:`~visloc.training.dense.train_dense`.
 
 The options of each command are derived from its config (:mod:`visloc.training.config_cli`): one per leaf
 field of :class:`~visloc.training.relpose.TrainRelPoseConfig`, :class:`~visloc.training.posenet.TrainPoseNetConfig`
@@ -24,6 +24,7 @@ import typer
 
 from ..models.backbones import BackboneConfig
 from ..semantic.models import TRANSFORMS
+from .dense import DENSE_OPTIONS, TrainDenseConfig
 from .posenet import POSENET_OPTIONS, TrainPoseNetConfig
 from .relpose import RELPOSE_OPTIONS, TrainRelPoseConfig
 from .retrieval import RETRIEVAL_OPTIONS, TrainRetrievalConfig
@@ -220,6 +221,31 @@ def semantic(
     config = dataclasses.replace(config, model=model, loss=LOSS_PRESETS[loss] if loss else None)
     claim_run_folder(out, resume, overwrite)
     _report(train_semantic(out, config, resume=resume))
+
+
+@DENSE_OPTIONS.command(train_app, "dense")
+def dense(
+    config: TrainDenseConfig,
+    out: Out,
+    data: Annotated[Path | None, typer.Option(
+        help="Posed data set with registered depth (e.g. `visloc world make`, either preset): its view pairs, "
+             "with exact maps from depth and poses, are trained on besides the synthetic warps.")] = None,
+    consensus: Annotated[str, typer.Option(
+        help="NC-Net neighbourhood consensus after the global correlation: none, or KERNELS/CHANNELS "
+             "(e.g. 3,3/16,1; prefix asym: for the one-directional variant).",
+        rich_help_panel="model options")] = "none",
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train the dense correspondence network (Publication IV: DGC-Net with NC and the universal decoder) on
+    synthetic warps of photographs and/or view pairs of a posed data set."""
+    from .dense import consensus_from_text, train_dense
+
+    model = dataclasses.replace(config.model, consensus=consensus_from_text(consensus))
+    config = dataclasses.replace(config, model=model)
+    claim_run_folder(out, resume, overwrite)
+    metrics = train_dense(data, out, config, resume=resume)
+    _report(metrics)
 
 
 def _report(metrics: dict) -> None:
