@@ -316,8 +316,25 @@ def match(
     camera: QueryCamera = None,
     plot: Annotated[Path | None, typer.Option(help="Two images: PNG of their matches.")] = None,
     extractor: Annotated[str, typer.Option(help="Two images: local features (sift or aliked).")] = "sift",
+    matcher: Annotated[str, typer.Option(
+        help="Two images: nn (local features + mutual nearest neighbours) or dense (the dense network, --model).")]
+    = "nn",
+    model: Annotated[Path | None, typer.Option(help="Two images, --matcher dense: the model.pt of `visloc train "
+                                                    "dense`.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Two images: folder for features.h5 + matches.h5 (hloc layout; image 0's keypoints are the sampled "
+             "pixels of the dense map).")] = None,
+    max_matches: Annotated[int, typer.Option(help="Two images, dense: at most this many matches.")] = 2048,
+    cyclic_tolerance: Annotated[float | None, typer.Option(
+        help="Two images, dense: keep only matches whose forward-backward round trip returns within this many "
+             "pixels.")] = None,
 ) -> None:
     """Match local features: every pair of a pairs file against a map, or two images."""
+    if len(inputs) == 2 and matcher == "dense":
+        _match_dense_pair(inputs, model, out, plot, max_matches, cyclic_tolerance)
+        return
+    if matcher != "nn":
+        raise typer.BadParameter(f"unknown matcher {matcher!r}: nn or dense (dense: two images only, for now)")
     if len(inputs) == 2 and plot is not None:
         from .features import extractors
         from .io.images import read_image
@@ -341,6 +358,31 @@ def match(
     typer.echo(f"matched {summary.num_matched} new of {summary.num_pairs} pairs -> {matches} (features: {features})")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")
+
+
+def _match_dense_pair(inputs: list[Path], model: Path | None, out: Path | None, plot: Path | None,
+                      max_matches: int, cyclic_tolerance: float | None) -> None:
+    from .io.h5 import H5Reader, names_to_pair
+    from .io.images import read_image
+    from .matching.dense import DenseNetworkMatcher, export_pair
+
+    if model is None or out is None:
+        raise typer.BadParameter("--matcher dense needs --model MODEL.pt and --out DIR")
+    if not model.is_file():
+        raise VislocInputError(model, "dense model not found (--model)")
+    images = [read_image(p) for p in inputs]
+    names = [p.name for p in inputs]
+    n = export_pair(DenseNetworkMatcher(model), images[0], images[1], names[0], names[1], out, max_matches,
+                    cyclic_tolerance_px=cyclic_tolerance)
+    typer.echo(f"{n} dense matches -> {out / 'features.h5'}, {out / 'matches.h5'} (pair {names_to_pair(*names)})")
+    if plot is not None:
+        from .viz import plot_matches
+
+        with H5Reader(out / "features.h5") as f:
+            k0, k1 = (f.read(name, ["keypoints"])["keypoints"] for name in names)
+        path = plot_matches(images[0], images[1], k0[:200], k1[:200], None, plot,
+                            f"{names[0]} - {names[1]}: {n} dense matches (200 most confident shown)")
+        typer.echo(f"plot -> {path}")
 
 
 @app.command()

@@ -124,3 +124,37 @@ def sample_correspondences(dense: DenseCorrespondence, source_hw: tuple[int, int
     source_xy = corr[:, y, x].T
     scores = conf[y, x]
     return target_xy.numpy(), source_xy.numpy().astype(np.float32), scores.numpy().astype(np.float32)
+
+
+def export_pair(matcher, image0: np.ndarray, image1: np.ndarray, name0: str, name1: str, out_dir: str | Path,
+                max_matches: int = 2048, cell: int = 4, min_confidence: float = 0.0,
+                cyclic_tolerance_px: float | None = None) -> int:
+    """Dense matches of one pair in hloc's layout: ``out_dir/features.h5`` (``keypoints (M, 2)``, ``scores``,
+    ``image_size`` per image) and ``out_dir/matches.h5`` (``name0/name1``: ``matches0``, ``matching_scores0``).
+
+    Image 0 is the target of the map (its keypoints are the sampled pixels, see
+    :func:`sample_correspondences`), image 1 the source; keypoint ``i`` of image 0 matches keypoint ``i`` of
+    image 1. With ``cyclic_tolerance_px`` only cyclically consistent pixels are kept (:func:`cyclic_mask`).
+    Both files are written atomically (an existing one is replaced). Returns the number of matches.
+    """
+    from ..io.h5 import ShardedH5Writer, match_arrays, names_to_pair
+
+    if cyclic_tolerance_px is None:
+        dense, mask = matcher(image1, image0), None
+    else:
+        dense, _, mask = cyclic_mask(matcher, image1, image0, cyclic_tolerance_px)
+    k0, k1, scores = sample_correspondences(dense, tuple(image1.shape[:2]), max_matches, cell, min_confidence, mask)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in (out_dir / "features.h5", out_dir / "matches.h5"):
+        path.unlink(missing_ok=True)
+    features = ShardedH5Writer(out_dir / "features.h5")
+    for name, kpts, image in ((name0, k0, image0), (name1, k1, image1)):
+        features.add(name, {"keypoints": kpts.astype(np.float32), "scores": scores.astype(np.float32),
+                            "image_size": np.array([image.shape[1], image.shape[0]])})
+    features.finalize({"extractor": "dense"})
+    matches = ShardedH5Writer(out_dir / "matches.h5")
+    index = np.arange(len(k0))
+    matches.add(names_to_pair(name0, name1), match_arrays(np.stack([index, index], 1), scores, len(k0)))
+    matches.finalize({"matcher": "dense"})
+    return int(len(k0))
