@@ -134,12 +134,11 @@ def main() -> None:
             if set_name == "world":
                 for planar_flag in (0.0, 1.0):
                     for lo, hi in BINS:
-                        sub = res.subset(lambda row: row.info["planar"] == planar_flag
-                                         and lo <= row.info["view_angle_deg"] < hi, errors)
+                        sub = res.subset(lambda row, f=planar_flag, a=lo, b=hi: row.info["planar"] == f
+                                         and a <= row.info["view_angle_deg"] < b, errors)
                         key = f"{'planar' if planar_flag else 'non-planar'} {lo}-{hi}"
                         r[set_name][key] = {"pairs": len(sub.rows), "aepe": sub.mean_aepe,
                                             "pck": {str(k): v for k, v in sub.pooled_pck.items()}}
-        point = dm.sift_point_matcher() if name == "identity" else None
         if name != "identity":
             point = dm.sift_point_matcher() if name.startswith("SIFT") else dm.dense_point_matcher(matcher)
             r["scannet"] = dm.evaluate_pose_pairs(point, scannet).to_json()
