@@ -159,10 +159,9 @@ def main() -> None:
                                                                   if refine_m else "")
         for nprobe in args.nprobe:
             ivf.nprobe = nprobe
-            seconds, (_, idx) = best_time(lambda: ivf.search(q, K, block=args.block), args.repeats)
+            seconds, (_, idx) = best_time(lambda index=ivf: index.search(q, K, block=args.block), args.repeats)
             rows.append([f"{label} nprobe={ivf.nprobe}", ivf_build, ivf.nbytes() / len(ivf), len(q) / seconds,
                          recall(idx, ref)])
-        del ivf
     rows.append(bench_torch(db, q, args, ref))
 
     lines = [f"n={args.n} dim={args.dim} queries={args.queries} clusters={args.clusters} latent={args.latent} "
