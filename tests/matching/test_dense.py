@@ -10,7 +10,12 @@ import pytest
 import skimage.data
 import torch
 
-from visloc.matching.dense import DenseMatcherSettings, DenseNetworkMatcher, cyclic_mask, sample_correspondences
+from visloc.matching.dense import (
+    DenseMatcherSettings,
+    DenseNetworkMatcher,
+    cyclic_mask,
+    sample_correspondences,
+)
 from visloc.matching.dense_baselines import (
     DenseCorrespondence,
     SiftHomography,

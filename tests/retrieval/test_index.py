@@ -297,7 +297,7 @@ def test_refine_config_validation(data) -> None:
         IndexConfig(kind="ivfpq", refine_m=-1)
     with pytest.raises(ConfigError, match="k_factor"):
         IndexConfig(kind="ivfpq", k_factor=0)
-    with pytest.raises(ConfigError, match="refine_m=5.*divide"):
+    with pytest.raises(ConfigError, match=r"refine_m=5.*divide"):
         GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=4, m=8, refine_m=5, nbits=4))
     with pytest.raises(ConfigError, match="at least 256"):
         GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=4, m=8, refine_m=8, nbits=4))
