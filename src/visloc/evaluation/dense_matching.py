@@ -30,6 +30,7 @@ import torch
 from ..datasets.homography import HomographyPair
 from ..datasets.scannet import PairWithGT
 from ..datasets.stereo import StereoPair
+from ..errors import InputError
 from ..io.images import read_image
 from ..matching.dense import sample_correspondences
 from .matching import (
@@ -203,6 +204,9 @@ def evaluate_pose_pairs(point_matcher: PointMatcher, pairs: Sequence[PairWithGT]
     """SuperGlue's relative-pose evaluation of ``point_matcher`` on ScanNet-style pairs."""
     names, errs, n_matches, n_inliers, seconds = [], [], [], [], []
     for p in pairs:
+        if p.rot0 or p.rot1:
+            raise InputError(p.path0, f"pair {p.name0} {p.name1} has EXIF rotation codes {p.rot0}, {p.rot1}; "
+                                      "only unrotated pairs (codes 0) are supported")
         im0, im1 = read_image(p.path0), read_image(p.path1)
         t = time.perf_counter()
         k0, k1 = point_matcher(im0, im1)

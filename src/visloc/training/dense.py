@@ -177,6 +177,8 @@ def _datasets(data: Path | None, config: TrainDenseConfig) -> tuple[Dataset, Dat
             counts["val_world"] = len(vpairs)
     if not train:
         raise ConfigError("nothing to train on: synthetic_pairs is 0 and no --data was given")
+    if config.val_split and data is None:
+        raise ConfigError(f"val_split={config.val_split!r} names a split of --data, but no --data was given")
     return _Concat(train), (_Concat(val) if val else None), counts
 
 
