@@ -235,14 +235,14 @@ def map_build(
         help="FAISS index of the global descriptors: flat (exact) or ivfpq (approximate, for very large maps; "
              "needs at least max(nlist, 2**nbits) images).")] = "flat",
     index_option: Annotated[list[str] | None, typer.Option(
-        "--index-option", help="IVF-PQ option key=value: nlist, m, nbits, nprobe, refine_m (re-ranking PQ bytes, "
-        "0 = none), k_factor, train_size, seed.")] = None,
+        "--index-option", help="Index option key=value: nlist, m, nbits, nprobe, refine_m (re-ranking PQ bytes, "
+        "0 = none), k_factor, train_size, seed (IVF-PQ); dba_k, dba_alpha (database-side augmentation, any kind).")] = None,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map
 
     index_options = _parse_options(index_option, ["nlist", "m", "nbits", "nprobe", "refine_m", "k_factor",
-                                                 "train_size", "seed"],
+                                                 "dba_k", "dba_alpha", "train_size", "seed"],
                                    "--index-option", "the kind is --index")
     config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
                        global_descriptor=global_descriptor, global_options=_parse_options(global_option),
@@ -289,12 +289,17 @@ def retrieve(
     boxes: Annotated[Path | None, typer.Option(
         help="Query boxes, one 'name x0 y0 x1 y1' per line (pixels of the query image): the object to search "
              "for (maps of the cnn global descriptor only).")] = None,
+    query_expansion: Annotated[int, typer.Option(
+        help="Average query expansion: search again with the mean of the query and its top K database "
+             "descriptors (0: off). Database-side augmentation is a map option: --index-option dba_k=K.")] = 0,
+    qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: plain average).")] = 0.0,
 ) -> None:
     """Retrieve the most similar database images of every query (global descriptors + FAISS)."""
     from .localization import RetrievalConfig
     from .localization import retrieve as run
 
-    summary = run(map_dir, queries, out, RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self),
+    summary = run(map_dir, queries, out, RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self,
+                                                          query_expansion=query_expansion, qe_alpha=qe_alpha),
                   split=split, boxes=boxes, **_dataset_options(camera, None, fmt))
     typer.echo(f"{summary.num_pairs} pairs of {summary.num_queries} queries -> {out}")
     for s in summary.skipped:

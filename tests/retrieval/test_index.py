@@ -301,3 +301,23 @@ def test_refine_config_validation(data) -> None:
         GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=4, m=8, refine_m=5, nbits=4))
     with pytest.raises(ConfigError, match="at least 256"):
         GlobalIndex.build(db, names, IndexConfig(kind="ivfpq", nlist=4, m=8, refine_m=8, nbits=4))
+
+
+def test_dba_option_indexes_augmented_vectors_and_vectors_reads_them_back(data) -> None:
+    from visloc.retrieval.expansion import dba
+
+    db, q, names = data
+    built = GlobalIndex.build(db, names, IndexConfig(dba_k=3))
+    np.testing.assert_allclose(built.vectors(np.arange(len(db))), dba(db, 3), atol=1e-6)
+    by_hand = GlobalIndex(dba(db, 3), names)
+    for a, b in zip(built.search(q, 5), by_hand.search(q, 5), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert built.vectors([]).shape == (0, db.shape[1])
+
+
+def test_vectors_of_an_ivfpq_index_are_its_decoded_codes(clustered, ivfpq: GlobalIndex) -> None:
+    db, _, _, _ = clustered
+    rows = np.array([0, 17, 19_999])
+    approx = ivfpq.vectors(rows)
+    err = np.linalg.norm(approx - db[rows], axis=1)
+    assert approx.shape == (3, 64) and np.all(err < 0.5) and np.all(err > 0)  # lossy, but close

@@ -27,6 +27,7 @@ from ..errors import ConfigError, InputError
 from ..features import LocalFeatures
 from ..io.images import read_image
 from ..io.pairs import write_pairs
+from ..retrieval.expansion import aqe
 from ..retrieval.pairs import pairs_from_retrieval
 from .map import Map, index_vectors
 from .queries import query_frames, split_unwritable_names
@@ -47,17 +48,25 @@ class RetrievalConfig:
         matching) and keep the best ``num_retrieved``; 0 keeps the global-descriptor ranking. Other
         descriptors always keep the global ranking.
     exclude_self: drop database images with the query's own name (searching a map with its own images).
+    query_expansion: average query expansion (:func:`~visloc.retrieval.expansion.aqe`): the query descriptor
+        is replaced by the mean of itself and its top ``query_expansion`` database vectors (as indexed), and
+        the search repeated (0: off).
+    qe_alpha: ``0`` for AQE, ``> 0`` for alpha-QE (neighbour weight ``similarity ** alpha``).
     """
 
     num_retrieved: int = 5
     rerank: int = 30
     exclude_self: bool = False
+    query_expansion: int = 0
+    qe_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_retrieved < 1:
             raise ConfigError(f"num_retrieved must be at least 1, got {self.num_retrieved}")
         if self.rerank < 0:
             raise ConfigError(f"rerank must be >= 0, got {self.rerank}")
+        if self.query_expansion < 0 or self.qe_alpha < 0:
+            raise ConfigError(f"query_expansion and qe_alpha must be >= 0, got {self.query_expansion}, {self.qe_alpha}")
 
 
 class Retriever:
@@ -106,8 +115,16 @@ class Retriever:
         cfg = self.config
         dense = bool(getattr(self.descriptor, "has_feature_maps", False)) and cfg.rerank > 0
         k = max(cfg.num_retrieved, cfg.rerank if dense else 0)
+        query = index_vectors(self.descriptor, descriptor[None])
+        if cfg.query_expansion:
+            index = self.map.index
+            _, idx = index.search(query, cfg.query_expansion + int(cfg.exclude_self))
+            rows = [int(j) for j in idx[0] if j >= 0 and not (cfg.exclude_self and index.names[j] == name)]
+            rows = rows[: cfg.query_expansion]
+            if rows:
+                query = aqe(query, self.map.index.vectors(rows), np.arange(len(rows))[None], len(rows), cfg.qe_alpha)
         ranked = [(db, s) for _, db, s in pairs_from_retrieval(
-            [name or ""], index_vectors(self.descriptor, descriptor[None]), self.map.index, k, cfg.exclude_self)]
+            [name or ""], query, self.map.index, k, cfg.exclude_self)]
         if dense and ranked:
             names = [db for db, _ in ranked]
             counts = self.descriptor.rerank_scores(np.stack([self.map.global_descriptor(db) for db in names]),

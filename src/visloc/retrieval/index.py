@@ -53,6 +53,10 @@ class IndexConfig:
             L2 internally (the same ranking as inner product on unit vectors); scores are still inner
             products.
         k_factor: re-ranking shortlist size, ``k_factor * k`` candidates (with ``refine_m``).
+        dba_k: database-side augmentation (:func:`~visloc.retrieval.expansion.dba`, any kind): every vector
+            is replaced by the mean of itself and its ``dba_k`` nearest other database vectors before it is
+            indexed (0: off). Vectors added later with :meth:`GlobalIndex.add` are indexed as given.
+        dba_alpha: ``0`` for DBA, ``> 0`` for alpha-DBA (neighbour weight ``similarity ** alpha``).
         train_size: at most this many vectors (a seeded random sample) train the quantizers.
         seed: sample seed.
     """
@@ -64,6 +68,8 @@ class IndexConfig:
     nprobe: int = 32
     refine_m: int = 0
     k_factor: int = 4
+    dba_k: int = 0
+    dba_alpha: float = 0.0
     train_size: int = 100_000
     seed: int = 0
 
@@ -73,6 +79,8 @@ class IndexConfig:
         for key in ("nlist", "m", "nbits", "nprobe", "train_size", "k_factor"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"index {key} must be >= 1, got {getattr(self, key)}")
+        if int(self.dba_k) < 0 or float(self.dba_alpha) < 0:
+            raise ConfigError(f"index dba_k and dba_alpha must be >= 0, got {self.dba_k}, {self.dba_alpha}")
         if int(self.refine_m) < 0:
             raise ConfigError(f"index refine_m must be >= 0 (0: no re-ranking), got {self.refine_m}")
         if self.nbits > 16:
@@ -159,6 +167,10 @@ class GlobalIndex:
         config = config or IndexConfig()
         descriptors = _as_matrix(descriptors, names)
         _check_unique(names)
+        if config.dba_k:
+            from .expansion import dba  # expansion searches with GlobalIndex: imported here, not at the top
+
+            descriptors = dba(descriptors, config.dba_k, config.dba_alpha)
         if config.kind == "flat":
             return cls(descriptors, names)
         n, dim = descriptors.shape
@@ -219,6 +231,17 @@ class GlobalIndex:
         if int(value) < 1:
             raise ConfigError(f"nprobe must be >= 1, got {value}")
         ivf.nprobe = min(int(value), int(ivf.nlist))
+
+    def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """``(K, D)`` float32: the indexed vectors of ``rows`` (exact for a flat index, the decoded
+        approximation for IVF-PQ), e.g. the neighbours of average query expansion."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        ivf = _ivf(self.index)
+        if ivf is not None and not ivf.direct_map.type:  # IVF lists need a row -> (list, offset) map
+            ivf.make_direct_map()
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
 
     def add(self, descriptors: np.ndarray, names: list[str]) -> None:
         """Append ``(K, D)`` L2-normalised float32 ``descriptors`` named ``names`` (rows ``N .. N+K-1``).
