@@ -8,7 +8,8 @@ Sections (``--sections``, all by default):
   within 1 m, viewing direction within 45 degrees) for RootSIFT-VLAD, the relpose encoder and the CNN
   descriptors (:data:`PLACE_METHODS`: the shipped retrieval network with its GeM + learned whitening
   head, at one and three scales, R-MAC on its last map with and without PCA whitening learned on the
-  database, MAC), each through the product's own path (``build_map`` with no 3D points, then
+  database, MAC; VLAD and the shipped network also with average query expansion (AQE) and with
+  database-side augmentation (DBA) + AQE; with ``--netvlad-model`` a trained NetVLAD network), each through the product's own path (``build_map`` with no 3D points, then
   ``retrieve``), with the mean time per query (``retrieve``'s wall time: read, describe, search).
 * ``objects``: object queries of the hard world (one poster or box as the region of interest; positives:
   database views that see it, exact from rendering); mAP (Oxford rule: other copies of a repeated
@@ -64,16 +65,32 @@ def rank(db: np.ndarray, q: np.ndarray, k: int | None = None) -> np.ndarray:
 
 # --- place recognition through the product's own maps -------------------------------------------------
 
-#: The rows of the place table: label, global descriptor, its options.
+#: The rows of the place table: label, global descriptor, its options; the option ``_qe`` is average query
+#: expansion at search time (``RetrievalConfig.query_expansion``), ``_index`` the map's index options
+#: (``dba_k``: database-side augmentation). ``--netvlad-model`` adds the trained NetVLAD row.
 PLACE_METHODS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("RootSIFT-VLAD (64 words)", "vlad", {}),
+    ("RootSIFT-VLAD + AQE (k=2)", "vlad", {"_qe": 2}),
+    ("RootSIFT-VLAD + DBA (k=2) + AQE (k=2)", "vlad", {"_qe": 2, "_index": {"dba_k": 2}}),
     ("relpose encoder (shipped)", "relpose", {}),
     ("CNN: GeM + learned whitening (shipped, the default)", "cnn", {}),
+    ("CNN: GeM + learned whitening + AQE (k=2)", "cnn", {"_qe": 2}),
+    ("CNN: GeM + learned whitening + DBA (k=2) + AQE (k=2)", "cnn", {"_qe": 2, "_index": {"dba_k": 2}}),
     ("CNN: GeM + learned whitening, 3 scales", "cnn", {"scales": [0.75, 1.0, 1.25]}),
     ("CNN: R-MAC on the last map", "cnn", {"pooling": "rmac"}),
     ("CNN: R-MAC + PCA whitening (database)", "cnn", {"pooling": "rmac", "whitening": "pca"}),
     ("CNN: MAC", "cnn", {"pooling": "mac"}),
 )
+
+
+#: Rows added by command-line options (``--netvlad-model``).
+EXTRA_METHODS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A row's options as (global descriptor options, index options, query expansion k)."""
+    plain = {k: v for k, v in options.items() if not k.startswith("_")}
+    return plain, dict(options.get("_index", {})), int(options.get("_qe", 0))
 
 
 def cnn_descriptor(**options: Any):
@@ -101,8 +118,9 @@ def retrieval_map(data: Path, out: Path, descriptor: str, options: dict[str, Any
     from visloc.localization.map import MapConfig
 
     if not (out / "map.json").is_file():
-        build_map(data, out, MapConfig(global_descriptor=descriptor, global_options=dict(options), points="none"),
-                  **dataset_options)
+        plain, index, _ = split_options(options)
+        build_map(data, out, MapConfig(global_descriptor=descriptor, global_options=plain, points="none",
+                                       index=index), **dataset_options)
     return out
 
 
@@ -124,12 +142,13 @@ def place_section(work: Path) -> dict[str, Any]:
         root = world(work, preset)
         truth = world_place_ground_truth(root)
         rows = []
-        for label, descriptor, options in PLACE_METHODS:
+        for label, descriptor, options in (*PLACE_METHODS, *EXTRA_METHODS):
             map_dir = retrieval_map(root, work / f"map_{preset}_{slug(descriptor, options)}", descriptor, options)
             pairs = work / f"pairs_{preset}_{slug(descriptor, options)}.txt"
             before = load()
             t = time.perf_counter()
-            retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=max(NS), rerank=0))
+            retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=max(NS), rerank=0,
+                                                           query_expansion=split_options(options)[2]))
             seconds = (time.perf_counter() - t) / len(truth.queries)
             recall = truth.recall(read_ranked_pairs(pairs), NS)
             dim = index_dim(map_dir)
@@ -192,12 +211,13 @@ def landmarks_section(work: Path) -> dict[str, Any]:
     root = data_dir() / "landmarks_mini"
     labels = read_labels_csv(root / "labels.csv")
     rows = []
-    for label, descriptor, options in PLACE_METHODS:
+    for label, descriptor, options in (*PLACE_METHODS, *EXTRA_METHODS):
         map_dir = retrieval_map(root, work / f"map_landmarks_{slug(descriptor, options)}", descriptor, options)
         names = Map(map_dir).names
         pairs = work / f"pairs_landmarks_{slug(descriptor, options)}.txt"
         t = time.perf_counter()
-        retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=len(names), rerank=0, exclude_self=True))
+        retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=len(names), rerank=0, exclude_self=True,
+                                                       query_expansion=split_options(options)[2]))
         seconds = (time.perf_counter() - t) / len(names)
         m = evaluate_pairs_with_labels(pairs, labels, names).protocols["labels"]["mAP"]
         rows.append({"method": label, "mAP": m, "seconds_per_query": seconds})
@@ -296,7 +316,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_retrieval"), help="worlds and maps (reused)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "retrieval")
+    parser.add_argument("--netvlad-model", type=Path, default=None,
+                        help="a NetVLAD retrieval model (scripts/train_retrieval_netvlad.sh) for the trained-NetVLAD row")
     args = parser.parse_args()
+    if args.netvlad_model is not None:
+        EXTRA_METHODS.append(("CNN: NetVLAD (16 clusters) + learned whitening, trained "
+                              "(scripts/train_retrieval_netvlad.sh)", "cnn", {"model": str(args.netvlad_model)}))
     logging.basicConfig(level=logging.WARNING)
     from visloc.io.atomic import write_json, write_text
 
@@ -311,7 +336,8 @@ def main() -> None:
     if "landmarks" in args.sections:
         results["landmarks"] = landmarks_section(args.work)
     if "localization" in args.sections:
-        rows = [r for r in results["place"]["hard"]["rows"] if r["descriptor"] == "cnn"]
+        rows = [r for r in results["place"]["hard"]["rows"]
+                if r["descriptor"] == "cnn" and not any(k.startswith("_") for k in r["options"])]
         best = max(rows, key=lambda r: (r["recall"]["1"], r["recall"]["5"]))
         results["localization"] = localization_section(args.work, (best["method"], "cnn", best["options"]))
     write_json(json_path, results)
