@@ -296,14 +296,14 @@ def main() -> None:
         lines.append(f"| {label} | " + " | ".join(
             f"{100 * res.mean_over_classes('bbox', a):.1f} / {100 * res.mean_over_classes('image', a):.1f}"
             for a in ALPHAS) + " |")
+    stem = ("semantic" if args.split == "class" else "semantic_category") + (
+        "_init" if args.backbone_weights is not None else "")
     lines += ["", f"Evaluation of all rows: {eval_seconds:.0f} s. Per-fold losses and pair counts: "
-              "`docs/results/semantic.json`.", ""]
+              f"`docs/results/{stem}.json`.", ""]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
         out = REPO / "docs" / "results"
-        stem = ("semantic" if args.split == "class" else "semantic_category") + (
-            "_init" if args.backbone_weights is not None else "")
         write_text(out / f"{stem}.md", text)
         write_json(out / f"{stem}.json", {
             "protocol": {"folds": folds, "alpha": ALPHA, "normalisations": list(NORMS), "data": str(root),
