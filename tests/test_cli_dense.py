@@ -265,3 +265,30 @@ def test_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"{missing}: dense model not found" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+# --- visloc match IMG0 IMG1 --matcher dense ------------------------------------------------------------------
+
+
+def test_match_two_images_with_the_dense_matcher_writes_hloc_files(tmp_path: Path, monkeypatch, caplog) -> None:
+    import h5py
+
+    run = tmp_path / "run"
+    _ok("train", "dense", "--out", run, *TRAIN)
+    pair = stereo_motorcycle_pair()
+    a, b = tmp_path / "left.png", tmp_path / "right.png"
+    Image.fromarray(pair.left[:200, :300]).save(a)
+    Image.fromarray(pair.right[:200, :300]).save(b)
+    out = tmp_path / "out"
+    result = _ok("match", a, b, "--matcher", "dense", "--model", run / "model.pt", "--out", out,
+                 "--max-matches", "50", "--plot", tmp_path / "m.png")
+    assert "50 dense matches" in result.output and (tmp_path / "m.png").is_file()
+    with h5py.File(out / "features.h5") as f, h5py.File(out / "matches.h5") as m:
+        assert f["left.png/keypoints"].shape == f["right.png/keypoints"].shape == (50, 2)
+        assert f["left.png/image_size"][()].tolist() == [300, 200]
+        np.testing.assert_array_equal(m["left.png/right.png/matches0"][()], np.arange(50))
+    message = _exit_2(monkeypatch, caplog, "match", a, b, "--matcher", "dense", "--model", tmp_path / "no.pt",
+                      "--out", out)
+    assert "no.pt" in message
+    result = runner.invoke(app, ["match", str(a), str(b), "--matcher", "dense"])
+    assert result.exit_code == 2 and "--model" in result.output

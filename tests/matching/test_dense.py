@@ -129,3 +129,29 @@ def test_cyclic_mask_of_consistent_and_inconsistent_matchers(photo: np.ndarray) 
     assert not mask.any()  # forward +3 then backward +3: off by 6
     _, _, mask = cyclic_mask(lambda s, t: identity_correspondence(s, t), photo, photo, tolerance_px=0.5)
     assert mask.all()
+
+
+def test_export_pair_writes_hloc_files_consistent_with_the_map(tiny_model: Path, photo: np.ndarray,
+                                                               tmp_path: Path) -> None:
+    """features.h5 / matches.h5 in hloc's layout: keypoint i of image 0 (the map's target) matches keypoint i of
+    image 1 (its source), at the map's value; image sizes (width, height); a rerun replaces the files."""
+    import h5py
+
+    from visloc.io.h5 import names_to_pair
+    from visloc.matching.dense import export_pair
+
+    image0, image1 = photo[:200, :240], photo[30:230, 10:250]
+    matcher = DenseNetworkMatcher(tiny_model)
+    n = export_pair(matcher, image0, image1, "a/0.png", "b/1.png", tmp_path, max_matches=300)
+    dense = matcher(image1, image0)
+    with h5py.File(tmp_path / "features.h5") as f, h5py.File(tmp_path / "matches.h5") as m:
+        k0, k1 = f["a/0.png/keypoints"][()], f["b/1.png/keypoints"][()]
+        assert f["a/0.png/image_size"][()].tolist() == [240, 200] and len(k0) == len(k1) == n == 300
+        pair = m[names_to_pair("a/0.png", "b/1.png")]
+        np.testing.assert_array_equal(pair["matches0"][()], np.arange(n))
+        assert np.all(np.diff(pair["matching_scores0"][()].astype(np.float32)) <= 1e-3)  # most confident first
+    xy = k0.astype(int)
+    np.testing.assert_allclose(k1, dense.map[:, xy[:, 1], xy[:, 0]].T.numpy(), atol=1e-4)
+    assert export_pair(matcher, image0, image1, "a/0.png", "b/1.png", tmp_path, max_matches=10) == 10
+    with h5py.File(tmp_path / "features.h5") as f:
+        assert len(f["a/0.png/keypoints"]) == 10
