@@ -48,6 +48,11 @@ def test_models_lists_registered_components() -> None:
     out = _ok(["models"])
     assert "sift" in out and "aliked" in out and "vlad" in out and "nn" in out
     assert "pose estimator: essential, pnp, relpose, unified" in out
+    from visloc.models.backbones import backbones
+    from visloc.models.checkpoint import networks
+
+    assert f"network: {', '.join(networks.names())}" in out and "dense" in networks.names()
+    assert f"backbone: {', '.join(backbones.names())}" in out and "vgg16" in backbones.names()
 
 
 def test_demo_writes_results_and_report(tiny_world_config, tiny_map_config, tmp_path: Path) -> None:

@@ -714,13 +714,16 @@ def semantic_weak_pairs(
 # --- models -------------------------------------------------------------------------------------------
 @app.command()
 def models() -> None:
-    """List the registered components (local features, matchers, global descriptors, pose estimators)."""
+    """List the registered components (local features, matchers, global descriptors, pose estimators,
+    networks and backbones)."""
     from .features import extractors
     from .localization import estimators
     from .matching import matchers
+    from .models.backbones import backbones
+    from .models.checkpoint import networks  # importing checkpoint registers every network
     from .retrieval import global_descriptors
 
-    for reg in (extractors, matchers, global_descriptors, estimators):
+    for reg in (extractors, matchers, global_descriptors, estimators, networks, backbones):
         typer.echo(f"{reg.kind}: {', '.join(reg.names())}")
 
 
