@@ -183,17 +183,15 @@ def _datasets(data: Path | None, config: TrainDenseConfig) -> tuple[Dataset, Dat
 
 
 def _photo_list(folders: tuple[str, ...]) -> list[str]:
-    from ..io.images import IMAGE_SUFFIXES
+    """Every image under the ``--photos`` folders (:func:`~visloc.io.images.list_images`)."""
+    from ..io.images import list_images
 
     files: list[str] = []
     for folder in folders:
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise InputError(root, "photo folder not found (--photos)")
-        found = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise InputError(root, "no images in this photo folder (--photos)")
-        files += found
+        files += [str(p) for p in list_images(root)]
     return files
 
 
