@@ -8,11 +8,17 @@ the timings because these shared machines are noisy.
 
     python benchmarks/localization.py                 # both data sets, both methods
     python benchmarks/localization.py --only tum --methods pnp
+    python benchmarks/localization.py --only tum --methods pnp --matchers nn dense   # + the dense network
+
+``--matchers dense`` localizes with the dense network carrying the map's keypoints into the query
+(``visloc localize --matcher dense``; default model: the shipped one, ``--dense-image-size`` the longer side
+it sees).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import platform
@@ -27,6 +33,8 @@ from visloc.evaluation.localization import DEFAULT_THRESHOLDS, evaluate_localiza
 from visloc.io.atomic import write_json, write_text
 from visloc.io.images import read_image
 from visloc.localization import LocalizeConfig, Localizer, Map, RetrievalConfig, build_map
+from visloc.localization.dense_match import DenseMatchConfig
+from visloc.localization.match import MatchConfig
 from visloc.runtime import tune_malloc
 from visloc.settings import data_dir
 
@@ -54,21 +62,23 @@ def run_queries(map_dir: Path, queries, config: LocalizeConfig) -> tuple[dict, d
     return estimates, {s: float(np.mean(v)) for s, v in stage_times.items()}, totals
 
 
-def bench(name: str, map_dir: Path, queries, methods: list[str], num_retrieved: int) -> list[dict]:
+def bench(name: str, map_dir: Path, queries, methods: list[str], num_retrieved: int,
+          matchings: dict[str, MatchConfig] | None = None) -> list[dict]:
     rows = []
-    for method in methods:
+    for (method, (matcher, matching)) in itertools.product(methods, (matchings or {"nn": MatchConfig()}).items()):
         load_before = os.getloadavg()[0]
-        config = LocalizeConfig(method=method, retrieval=RetrievalConfig(num_retrieved=num_retrieved))
+        config = LocalizeConfig(method=method, retrieval=RetrievalConfig(num_retrieved=num_retrieved),
+                                matching=matching)
         estimates, stages, totals = run_queries(map_dir, queries, config)
         load_after = os.getloadavg()[0]
         scenes = {f.name: f.scene for f in queries.frames}
         res = evaluate_localization(estimates, queries.poses(), scene_of=scenes.__getitem__, thresholds=THRESHOLDS)
-        print(f"\n== {name}, method {method}, {num_retrieved} retrieved")
+        print(f"\n== {name}, method {method}, matcher {matcher}, {num_retrieved} retrieved")
         print(res.format_table())
         print(f"per-query seconds: total mean {np.mean(totals):.3f} median {np.median(totals):.3f} | "
               + ", ".join(f"{s} {v:.3f}" for s, v in stages.items())
               + f" | load average {load_before:.2f} -> {load_after:.2f}")
-        rows.append({"dataset": name, "method": method, "num_retrieved": num_retrieved, "results": res.to_json(), "stages_s": stages,
+        rows.append({"dataset": name, "method": method, "matcher": matcher, "num_retrieved": num_retrieved, "results": res.to_json(), "stages_s": stages,
                      "total_s_mean": float(np.mean(totals)), "total_s_median": float(np.median(totals)),
                      "load_average": [load_before, load_after]})
     return rows
@@ -86,7 +96,9 @@ def markdown(rows: list[dict]) -> str:
              "(SIFT + mutual NN/ratio + COLMAP triangulation + PnP) on the same TUM split gave 0.44 cm / "
              "0.21 deg, all 10 queries within (5cm,5deg), 0.27 s per query on this machine type.", ""]
     for row in rows:
-        lines += [f"## {row['dataset']}: {row['method']}, {row['num_retrieved']} retrieved images", "",
+        matcher = row.get("matcher", "nn")
+        label = "" if matcher == "nn" else f", matcher {matcher}"
+        lines += [f"## {row['dataset']}: {row['method']}{label}, {row['num_retrieved']} retrieved images", "",
                   "| scene | n | localized | median t (cm) | median R (deg) | " + " | ".join(keys) + " |",
                   "|---|---|---|---|---|" + "---|" * len(keys)]
         res = row["results"]
@@ -109,8 +121,14 @@ def main() -> None:
     parser.add_argument("--only", choices=["world", "tum"], default=None)
     parser.add_argument("--methods", nargs="+", default=["pnp", "essential"])
     parser.add_argument("--num-retrieved", type=int, default=RetrievalConfig().num_retrieved)
+    parser.add_argument("--matchers", nargs="+", choices=["nn", "dense"], default=["nn"])
+    parser.add_argument("--dense-model", default=None, help="model.pt of `visloc train dense` (default: shipped)")
+    parser.add_argument("--dense-image-size", type=int, default=0, help="longer side the dense network sees "
+                        "(0: its training size)")
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/results.")
     args = parser.parse_args()
+    dense = DenseMatchConfig(model=args.dense_model, image_size=args.dense_image_size)
+    matchings = {m: MatchConfig(matcher=m, dense=dense if m == "dense" else None) for m in args.matchers}
     logging.basicConfig(level=logging.WARNING)
     tune_malloc()  # as the command line does
     rows = []
@@ -118,7 +136,7 @@ def main() -> None:
         world = make_world(args.work / "world", WorldConfig(), progress=False)
         build_map(world, args.work / "world_map", split="train")
         rows += bench("embedded world (default)", args.work / "world_map", load_frames(world, split="test"),
-                      args.methods, args.num_retrieved)
+                      args.methods, args.num_retrieved, matchings)
     if args.only in (None, "tum"):
         tum = data_dir() / "tum_fr2_desk"
         if not tum.is_dir():
@@ -126,7 +144,7 @@ def main() -> None:
         else:
             build_map(tum, args.work / "tum_map", split="even")
             rows += bench("TUM fr2/desk (even -> odd)", args.work / "tum_map", load_frames(tum, split="odd"),
-                          args.methods, args.num_retrieved)
+                          args.methods, args.num_retrieved, matchings)
     if not args.no_write and rows:
         out = REPO / "docs" / "results"
         write_text(out / "localization.md", markdown(rows))

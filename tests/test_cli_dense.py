@@ -20,6 +20,7 @@ from visloc import cli
 from visloc.cli import app
 from visloc.datasets.stereo import stereo_motorcycle_pair
 from visloc.datasets.synthetic import WorldConfig, make_world
+from visloc.io.h5 import names_to_pair
 from visloc.models.checkpoint import load_model, read_checkpoint
 from visloc.models.correlation import ConsensusConfig
 from visloc.models.dense import DenseMatcher
@@ -292,3 +293,69 @@ def test_match_two_images_with_the_dense_matcher_writes_hloc_files(tmp_path: Pat
     assert "no.pt" in message
     result = runner.invoke(app, ["match", str(a), str(b), "--matcher", "dense"])
     assert result.exit_code == 2 and "--model" in result.output
+
+
+# --- visloc localize / match PAIRS --matcher dense ----------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_localize_and_match_pairs_with_the_dense_matcher(tiny_world: Path, tiny_map: Path, tmp_path: Path,
+                                                         monkeypatch, caplog) -> None:
+    import h5py
+
+    run = tmp_path / "run"
+    _ok("train", "dense", "--out", run, *TRAIN, "--residual", "--local-radius", "1")
+    out = tmp_path / "poses.txt"
+    result = _ok("localize", tiny_map, tiny_world, "--split", "test", "--out", out, "--matcher", "dense",
+                 "--model", run / "model.pt", "--num-retrieved", "2")
+    assert "queries" in result.output
+    log = json.loads((tmp_path / "poses.txt.log.json").read_text())
+    assert log["config"]["matching"]["matcher"] == "dense"
+    assert log["config"]["matching"]["dense"]["model"] == str(run / "model.pt")
+    with h5py.File(tmp_path / "poses.txt.features.h5") as f, h5py.File(tmp_path / "poses.txt.matches.h5") as m:
+        assert f.attrs["extractor"] == "dense"
+        for r in log["results"]:  # matches0 indexes the query's own (invented) keypoints, one block per image
+            n = f[r["name"]]["keypoints"].shape[0]
+            assert f[r["name"]]["descriptors"].shape == (0, n)
+            counts = [int((m[names_to_pair(r["name"], db)]["matches0"][()] >= 0).sum()) for db in r["retrieved"]]
+            assert counts == r["matches"] and sum(counts) == n
+
+    # a pairs file: query -> map image, matched densely
+    pairs = tmp_path / "pairs.txt"
+    first = log["results"][0]
+    pairs.write_text("".join(f"{first['name']} {db}\n" for db in first["retrieved"]))
+    feats, matches = tmp_path / "q.h5", tmp_path / "m.h5"
+    result = _ok("match", pairs, "--map", tiny_map, "--queries", tiny_world, "--split", "test", "--features", feats,
+                 "--matches", matches, "--matcher", "dense", "--model", run / "model.pt")
+    assert "matched 2 new of 2 pairs" in result.output
+    with h5py.File(matches) as m, h5py.File(feats) as f:
+        n = f[first["name"]]["keypoints"].shape[0]
+        counts = [int((m[names_to_pair(first["name"], db)]["matches0"][()] >= 0).sum()) for db in first["retrieved"]]
+        assert sum(counts) == n
+
+    # a missing model exits 2 naming it, before any work
+    message = _exit_2(monkeypatch, caplog, "localize", tiny_map, tiny_world, "--split", "test", "--out",
+                      tmp_path / "p2.txt", "--matcher", "dense", "--model", tmp_path / "none.pt")
+    assert "none.pt" in message and not (tmp_path / "p2.txt").exists()
+    result = runner.invoke(app, ["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "p3.txt"),
+                                 "--matcher", "sparse"])
+    assert result.exit_code == 2 and "unknown matcher 'sparse'" in result.output
+
+
+def test_decoder_from_runs_another_models_decoder(tmp_path: Path, monkeypatch, caplog) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _ok("train", "dense", "--out", a, *TRAIN)
+    _ok("train", "dense", "--out", b, *TRAIN, "--backbone", "mobilenet_v2", "--seed", "3")
+    out = tmp_path / "swap.json"
+    _ok("evaluate", "matching", "--model", b / "model.pt", "--decoder-from", a / "model.pt", "--motorcycle",
+        "--out", out)
+    saved = json.loads(out.read_text())
+    assert saved["decoder_from"] == str(a / "model.pt")
+    own = tmp_path / "own.json"
+    _ok("evaluate", "matching", "--model", b / "model.pt", "--motorcycle", "--out", own)
+    assert saved["motorcycle"]["mean_aepe"] != json.loads(own.read_text())["motorcycle"]["mean_aepe"]
+    dgc = tmp_path / "dgc"
+    _ok("train", "dense", "--out", dgc, *TRAIN, "--decoder", "dgc", "--decoder-channels", "8,8,8,8")
+    message = _exit_2(monkeypatch, caplog, "evaluate", "matching", "--model", b / "model.pt", "--decoder-from",
+                      dgc / "model.pt", "--motorcycle", "--out", tmp_path / "bad.json")
+    assert "dgc" in message and "ucmd" in message

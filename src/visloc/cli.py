@@ -322,24 +322,25 @@ def match(
     plot: Annotated[Path | None, typer.Option(help="Two images: PNG of their matches.")] = None,
     extractor: Annotated[str, typer.Option(help="Two images: local features (sift or aliked).")] = "sift",
     matcher: Annotated[str, typer.Option(
-        help="Two images: nn (local features + mutual nearest neighbours) or dense (the dense network, --model).")]
+        help="nn (local features + mutual nearest neighbours) or dense (the dense network, --model; for a pairs "
+             "file it carries the map image's keypoints into the query).")]
     = "nn",
-    model: Annotated[Path | None, typer.Option(help="Two images, --matcher dense: the model.pt of `visloc train "
-                                                    "dense`.")] = None,
+    model: Annotated[Path | None, typer.Option(help="--matcher dense: the model.pt of `visloc train dense` (pairs "
+                                                    "file: default the shipped model).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Two images: folder for features.h5 + matches.h5 (hloc layout; image 0's keypoints are the sampled "
              "pixels of the dense map).")] = None,
     max_matches: Annotated[int, typer.Option(help="Two images, dense: at most this many matches.")] = 2048,
     cyclic_tolerance: Annotated[float | None, typer.Option(
-        help="Two images, dense: keep only matches whose forward-backward round trip returns within this many "
+        help="Dense: keep only matches whose forward-backward round trip returns within this many "
              "pixels.")] = None,
 ) -> None:
     """Match local features: every pair of a pairs file against a map, or two images."""
     if len(inputs) == 2 and matcher == "dense":
         _match_dense_pair(inputs, model, out, plot, max_matches, cyclic_tolerance)
         return
-    if matcher != "nn":
-        raise typer.BadParameter(f"unknown matcher {matcher!r}: nn or dense (dense: two images only, for now)")
+    if matcher not in ("nn", "dense"):
+        raise typer.BadParameter(f"unknown matcher {matcher!r}: nn or dense")
     if len(inputs) == 2 and plot is not None:
         from .features import extractors
         from .io.images import read_image
@@ -357,12 +358,25 @@ def match(
         raise typer.BadParameter("expected `visloc match PAIRS --map MAP --features F.h5 --matches M.h5` or "
                                  "`visloc match IMAGE0 IMAGE1 --plot OUT.png`")
     from .localization import match_pairs
+    from .localization.match import MatchConfig
 
-    summary = match_pairs(map_dir, inputs[0], queries, features, matches, split=split,
+    config = MatchConfig(matcher=matcher, dense=_dense_match_config(matcher, model, cyclic_tolerance))
+    summary = match_pairs(map_dir, inputs[0], queries, features, matches, config, split=split,
                           **_dataset_options(camera, None, fmt))
     typer.echo(f"matched {summary.num_matched} new of {summary.num_pairs} pairs -> {matches} (features: {features})")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")
+
+
+def _dense_match_config(matcher: str, model: Path | None, cyclic_tolerance: float | None):
+    """The dense settings of a pairs / localize run (``None`` for descriptor matchers); a missing model exits 2."""
+    if matcher != "dense":
+        return None
+    from .localization.dense_match import DenseMatchConfig
+
+    config = DenseMatchConfig(model=str(model) if model else None, cyclic_tolerance_px=cyclic_tolerance)
+    config.model_path()  # InputError (exit 2) now rather than after retrieval
+    return config
 
 
 def _match_dense_pair(inputs: list[Path], model: Path | None, out: Path | None, plot: Path | None,
@@ -411,13 +425,25 @@ def localize(
     features: Annotated[Path | None, typer.Option(help="Query features.h5 (hloc layout) to use instead of extracting.")] = None,
     matches: Annotated[Path | None, typer.Option(
         help="matches.h5 of the --pairs (hloc layout; needs --features) to use instead of matching.")] = None,
+    matcher: Annotated[str, typer.Option(
+        help="nn (the map's local features, mutual nearest neighbours) or dense (the dense network carries the "
+             "map's keypoints into the query).")] = "nn",
+    model: Annotated[Path | None, typer.Option(
+        help="--matcher dense: model.pt of `visloc train dense` (default: the shipped dense_tiny_world.pt).")] = None,
+    cyclic_tolerance: Annotated[float | None, typer.Option(
+        help="--matcher dense: keep only matches whose round trip returns within this many pixels.")] = None,
 ) -> None:
     """Localize query images against a map: retrieve -> match -> estimate, each stage optionally from files."""
     from .localization import LocalizeConfig, RetrievalConfig
     from .localization import localize as run
+    from .localization.match import MatchConfig
 
+    if matcher not in ("nn", "dense"):
+        raise typer.BadParameter(f"unknown matcher {matcher!r}: nn or dense")
     config = LocalizeConfig(method=method, estimator=_estimator(method, relpose_fusion),
-                            retrieval=RetrievalConfig(num_retrieved=num_retrieved, rerank=relpose_rerank))
+                            retrieval=RetrievalConfig(num_retrieved=num_retrieved, rerank=relpose_rerank),
+                            matching=MatchConfig(matcher=matcher,
+                                                 dense=_dense_match_config(matcher, model, cyclic_tolerance)))
     summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
@@ -515,6 +541,8 @@ def evaluate_matching(
     image_size: Annotated[int, typer.Option(
         help="Longer side the network sees (0: its training size).")] = 0,
     max_matches: Annotated[int, typer.Option(help="Point matches sampled from a dense map (--scannet).")] = 2048,
+    decoder_from: Annotated[Path | None, typer.Option(
+        help="Another model.pt (ucmd decoder) whose decoder runs on --model's encoder, not retrained.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
 ) -> None:
     """Dense matching against exact ground truth: AEPE and PCK@1/3/5 px, relative-pose AUC@5/10/20 deg."""
@@ -525,8 +553,8 @@ def evaluate_matching(
 
     if out.exists() and not overwrite:
         raise VislocInputError(out, "exists; pass --overwrite to replace it, or --out another file")
-    matcher = _dense_matcher(model, image_size)
-    results: dict = {"model": model}
+    matcher = _dense_matcher(model, image_size, decoder_from)
+    results: dict = {"model": model} | ({"decoder_from": str(decoder_from)} if decoder_from else {})
     sets: list[tuple[str, object]] = []
     if evd is not None:
         from .datasets.homography import read_evd
@@ -569,7 +597,7 @@ def evaluate_matching(
     typer.echo(f"\nresults: {out}")
 
 
-def _dense_matcher(model: str, image_size: int):
+def _dense_matcher(model: str, image_size: int, decoder_from: Path | None = None):
     from .matching.dense_baselines import SiftHomography, identity_correspondence
 
     if model == "identity":
@@ -581,7 +609,10 @@ def _dense_matcher(model: str, image_size: int):
     path = Path(model)
     if not path.is_file():
         raise VislocInputError(path, "dense model not found (--model: a model.pt, identity or sift-homography)")
-    return DenseNetworkMatcher(path, DenseMatcherSettings(image_size=image_size or 0))
+    if decoder_from is not None and not decoder_from.is_file():
+        raise VislocInputError(decoder_from, "dense model not found (--decoder-from)")
+    return DenseNetworkMatcher(path, DenseMatcherSettings(image_size=image_size or 0,
+                                                          decoder_from=str(decoder_from) if decoder_from else None))
 
 
 def _world_flow_pairs(root: Path, split: str, per_scene: int, size: tuple[int, int] = (240, 320)):

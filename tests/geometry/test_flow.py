@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from visloc.geometry.flow import (
     cyclic_consistency,
+    homography_map,
     identity_map,
     in_bounds,
     normalized_to_pixel,
@@ -155,3 +158,12 @@ def test_bad_shapes() -> None:
         warp_with_map(torch.zeros(2, 3, 4, 4), torch.zeros(1, 2, 4, 4))
     with pytest.raises(ValueError, match="tolerance"):
         cyclic_consistency(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), -1.0)
+
+
+def test_homography_map_matches_opencv() -> None:
+    H = np.array([[1.1, 0.05, 3.0], [-0.02, 0.95, -2.0], [1e-4, -2e-4, 1.0]])
+    m = homography_map(H, (7, 9)).numpy()
+    assert homography_map(torch.from_numpy(H), (7, 9), torch.float32).dtype == torch.float32
+    pts = np.stack(np.meshgrid(np.arange(9.0), np.arange(7.0)), -1).reshape(-1, 1, 2)
+    ref = cv2.perspectiveTransform(pts, H).reshape(7, 9, 2)
+    np.testing.assert_allclose(m.transpose(1, 2, 0), ref, atol=1e-4)

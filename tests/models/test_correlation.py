@@ -261,3 +261,27 @@ def test_correlation_to_matches_hand_picked_entry_and_errors() -> None:
     assert coords.shape == (1, 2, 2, 3) and coords[0, :, 1, 2].tolist() == [1.0, 0.0]
     with pytest.raises(ValueError):
         correlation_to_matches(corr4d, direction="both")
+
+
+def test_local_correlation_by_hand() -> None:
+    from visloc.models.correlation import local_correlation
+
+    torch.manual_seed(0)
+    source, target = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
+    r = 1
+    out = local_correlation(source, target, r)
+    assert out.shape == (2, 9, 5, 6)
+    for b in range(2):
+        for y in range(5):
+            for x in range(6):
+                for dy in range(-r, r + 1):
+                    for dx in range(-r, r + 1):
+                        k = (dy + r) * 3 + (dx + r)
+                        ys, xs = y + dy, x + dx
+                        inside = 0 <= ys < 5 and 0 <= xs < 6
+                        want = float(source[b, :, ys, xs] @ target[b, :, y, x]) if inside else 0.0
+                        assert float(out[b, k, y, x]) == pytest.approx(want, abs=1e-5)
+    # radius 0 is the per-location dot product
+    torch.testing.assert_close(local_correlation(source, target, 0)[:, 0], (source * target).sum(1))
+    with pytest.raises(ValueError):
+        local_correlation(source, target[:, :2], 1)

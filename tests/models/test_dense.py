@@ -273,7 +273,8 @@ def test_vgg16_imagenet_weights_come_from_the_cache(hub: Path) -> None:
     [dict(decoder="raft"), dict(refine_strides=(4, 8)), dict(refine_strides=(3,)), dict(refine_strides=()),
      dict(coarse_size=(0, 5)), dict(coarse_size=(5,)), dict(width=0.0), dict(width=float("nan")),
      dict(decoder="dgc", decoder_channels=(64, 32)), dict(decoder_channels=()), dict(block_channels=0),
-     dict(consensus="nc"), dict(train_encoder="yes"), dict(backbone="tiny")],
+     dict(consensus="nc"), dict(train_encoder="yes"), dict(backbone="tiny"), dict(local_radius=-1),
+     dict(local_radius=1.5), dict(residual="no")],
 )
 def test_config_validation(kwargs) -> None:
     with pytest.raises(ConfigError):
@@ -301,3 +302,60 @@ def test_bad_inputs() -> None:
 def test_default_model_budget() -> None:
     net = DenseMatcher(DenseMatcherConfig(decoder="ucmd"), load_weights=False)
     assert sum(p.numel() for p in net.parameters()) < 2_000_000
+
+
+@pytest.mark.parametrize("decoder", ["dgc", "ucmd"])
+def test_residual_refinement_adds_the_decoder_output_to_the_upsampled_grid(decoder: str) -> None:
+    """With ``residual`` a zero decoder head leaves the coarse estimate unchanged (upsampled); without it the
+    grid becomes the head's bias."""
+    for residual in (False, True):
+        net = _net(decoder, refine_strides=(8, 4), residual=residual, local_radius=2, coarse_size=(4, 4)).eval()
+        heads = [net.refine.rest.head] if decoder == "ucmd" else [d.decoder.head for d in net.refine.values()]
+        for head in heads:
+            torch.nn.init.zeros_(head.weight)
+            torch.nn.init.constant_(head.bias, 0.25)
+        with torch.no_grad():
+            out = net(_images(1, 64, 64), _images(1, 64, 64, seed=1))
+        coarse = out.grids[0]
+        up = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
+        expected = up + 0.25 if residual else torch.full_like(up, 0.25)
+        torch.testing.assert_close(out.grids[1], expected)
+
+
+def test_local_cost_volume_feeds_the_ucmd_decoder_whatever_the_encoder() -> None:
+    """The local cost volume has ``(2r+1)^2`` channels for any encoder width, so UCMD still transfers."""
+    tiny = _net("ucmd", refine_strides=(8, 4), local_radius=1, residual=True)
+    assert tiny.refine.first[0].in_channels == 2 * 16 + 2 + 9
+    other = _net("ucmd", name="mobilenet_v2", refine_strides=(8, 4), local_radius=1, residual=True)
+    other.load_decoder_state_dict(tiny.decoder_state_dict())
+    with torch.no_grad():
+        out = other.eval()(_images(1, 64, 64), _images(1, 64, 64, seed=1))
+    assert torch.isfinite(out.correspondence).all()
+
+
+def test_with_decoder_of_keeps_one_models_encoder_and_the_others_decoder() -> None:
+    from visloc.models.dense import with_decoder_of
+
+    tiny = _net("ucmd", refine_strides=(8, 4), local_radius=1, residual=True).eval()
+    torch.manual_seed(5)
+    mobile = _net("ucmd", name="mobilenet_v2", refine_strides=(8, 4), local_radius=1, residual=True).eval()
+    torch.manual_seed(7)
+    for p in mobile.parameters():  # make the two decoders differ
+        p.data.add_(0.1 * torch.randn_like(p))
+    both = with_decoder_of(mobile, tiny)
+    assert both.config.backbone.name == "mobilenet_v2" and not both.config.train_encoder
+    for k, v in both.encoder.state_dict().items():
+        torch.testing.assert_close(v, mobile.encoder.state_dict()[k], rtol=0, atol=0)
+    for k, v in both.decoder_state_dict().items():
+        torch.testing.assert_close(v, tiny.decoder_state_dict()[k], rtol=0, atol=0)
+    src, tgt = _images(1, 64, 80), _images(1, 64, 80, seed=1)
+    with torch.no_grad():
+        out = both(src, tgt)
+        swapped = DenseMatcher(both.config, load_weights=False).eval()
+        swapped.load_state_dict(both.state_dict())
+        torch.testing.assert_close(out.correspondence, swapped(src, tgt).correspondence)
+    with pytest.raises(ConfigError, match="ucmd"):
+        with_decoder_of(_net("dgc"), tiny)
+    vgg = _net("ucmd", name="vgg16", refine_strides=(8, 4, 2, 1))
+    with pytest.raises(ConfigError, match="levels"):  # tiny has no stride-1 level for this decoder
+        with_decoder_of(tiny, vgg)

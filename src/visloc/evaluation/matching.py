@@ -49,6 +49,7 @@ from scipy.integrate import trapezoid
 from ..geometry.backends import RansacConfig
 from ..geometry.backends import estimate_relative_pose as _poselib_relative_pose
 from ..geometry.camera import Camera
+from ..geometry.flow import homography_map
 from ..geometry.rotation import rotation_angle_deg
 
 #: DGC-Net's PCK thresholds as fractions of the image size (``eval.py``: ``np.linspace(0.005, 0.1, 200)``).
@@ -110,18 +111,11 @@ def homography_correspondence(
     """
     if device is None:
         device = H.device if isinstance(H, torch.Tensor) else "cpu"
-    H_inv = torch.linalg.inv(_homography(H)).to(device)
+    H_inv = torch.linalg.inv(_homography(H))
     (ht, wt), (hs, ws) = (int(s) for s in target_shape), (int(s) for s in source_shape)
     if min(ht, wt, hs, ws) <= 0:
         raise ValueError(f"image shapes must be positive, got target {target_shape} and source {source_shape}")
-    ys, xs = torch.meshgrid(
-        torch.arange(ht, device=device, dtype=torch.float64),
-        torch.arange(wt, device=device, dtype=torch.float64),
-        indexing="ij",
-    )
-    points = torch.stack([xs, ys, torch.ones_like(xs)]).reshape(3, -1)
-    mapped = H_inv @ points
-    xy = (mapped[:2] / mapped[2:]).reshape(2, ht, wt)
+    xy = homography_map(H_inv, (ht, wt), device=device)
     x, y = xy[0], xy[1]
     mask = torch.isfinite(x) & torch.isfinite(y) & (x >= 0) & (x <= ws - 1) & (y >= 0) & (y <= hs - 1)
     return xy.to(dtype), mask[None]

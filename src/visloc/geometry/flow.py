@@ -17,6 +17,7 @@ Everything here is pure torch and differentiable where it makes sense (not the b
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
@@ -85,6 +86,33 @@ def normalized_to_pixel(grid: torch.Tensor, source_hw: tuple[int, int]) -> torch
     _check_map(grid, "grid")
     size = _size_tensor(_check_hw(source_hw, "source_hw"), grid)
     return ((grid + 1.0) * size - 1.0) / 2.0
+
+
+def homography_map(
+    H_target_to_source: np.ndarray | torch.Tensor,
+    target_hw: tuple[int, int],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The correspondence map of a homography: every target pixel ``(x, y)`` mapped by ``H_target_to_source``.
+
+    Args:
+        H_target_to_source: ``(3, 3)``, ``[x_s, y_s, 1] ~ H [x_t, y_t, 1]`` in pixels (OpenCV convention).
+        target_hw: ``(Ht, Wt)``.
+        dtype, device: of the result (computed in float64).
+
+    Returns:
+        ``(2, Ht, Wt)`` source pixels, non-finite where a target pixel maps to infinity.
+    """
+    H = torch.as_tensor(np.asarray(H_target_to_source.detach().cpu() if isinstance(H_target_to_source, torch.Tensor)
+                                   else H_target_to_source, dtype=np.float64))
+    if H.shape != (3, 3):
+        raise ValueError(f"H must be (3, 3), got {tuple(H.shape)}")
+    ht, wt = _check_hw(target_hw, "target_hw")
+    ys, xs = torch.meshgrid(torch.arange(ht, dtype=torch.float64), torch.arange(wt, dtype=torch.float64),
+                            indexing="ij")
+    mapped = H @ torch.stack([xs, ys, torch.ones_like(xs)]).reshape(3, -1)
+    return (mapped[:2] / mapped[2:]).reshape(2, ht, wt).to(device=device, dtype=dtype)
 
 
 def in_bounds(corr: torch.Tensor, source_hw: tuple[int, int]) -> torch.Tensor:
@@ -208,6 +236,7 @@ def cyclic_consistency(
 
 __all__ = [
     "cyclic_consistency",
+    "homography_map",
     "identity_map",
     "in_bounds",
     "normalized_to_pixel",

@@ -33,6 +33,7 @@ from ..io.images import read_image
 from ..io.lock import run_lock
 from ..io.pairs import read_pair_scores, read_pairs, scores_sidecar, write_pairs
 from ..io.poses import write_poses
+from .dense_match import DenseQueryMatcher
 from .estimators import QueryEvidence, estimators
 from .map import Map, read_local_features
 from .match import MatchConfig, PairMatcher, feature_arrays
@@ -121,7 +122,12 @@ class Localizer:
         self.estimator = estimators.create(method, config.estimator)
         self.estimator.check(self.map)
         self.retriever = Retriever(self.map, config.retrieval)
-        self.matcher = PairMatcher(self.map, config.matching)
+        self.matcher: PairMatcher | None = None
+        self.dense: DenseQueryMatcher | None = None
+        if config.matching.is_dense:
+            self.dense = DenseQueryMatcher(self.map, config.matching.dense_config())
+        else:
+            self.matcher = PairMatcher(self.map, config.matching)
         self.points_only = self.estimator.points_only(self.map)
 
     def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query") -> QueryResult:
@@ -152,7 +158,8 @@ class Localizer:
         """
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        need_features = self.estimator.needs_local_features or (retrieved is None and self.retriever.needs_local_features)
+        need_features = (self.estimator.needs_local_features and self.dense is None) or (
+            retrieved is None and self.retriever.needs_local_features)
         if features is None and need_features:
             features = self.map.extractor(_need(image, name))
         gdesc = None
@@ -167,7 +174,11 @@ class Localizer:
         t = time.perf_counter()
         pair_matches: dict[str, np.ndarray] = {}
         pair_scores: dict[str, np.ndarray] = {}
-        if self.estimator.needs_local_features:
+        if self.estimator.needs_local_features and matches is None and self.dense is not None:
+            features, dense_matches = self.dense(_need(image, name), names, self.points_only)
+            for db in names:
+                pair_matches[db], pair_scores[db] = dense_matches[db]
+        elif self.estimator.needs_local_features:
             for db in names:
                 m, s = matches[db] if matches is not None else self.matcher(features, db, self.points_only)
                 pair_matches[db], pair_scores[db] = m, s
@@ -413,7 +424,7 @@ def _localize_batch(
             checkpoint()
 
     results = [done[f.name] for f in frames if f.name in done]
-    feature_writer.finalize(file_attrs={"extractor": localizer.map.config.extractor})
+    feature_writer.finalize(file_attrs={"extractor": "dense" if localizer.dense else localizer.map.config.extractor})
     match_writer.finalize()
     scores = [s for r in results for s in r.retrieval_scores]
     write_pairs(paths["pairs"], [(r.name, db) for r in results for db in r.retrieved],

@@ -21,26 +21,41 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets.base import Frame, FrameSet, Skipped
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..features import LocalFeatures
 from ..io.h5 import H5Reader, ShardedH5Writer, match_arrays, names_to_pair
 from ..io.images import read_image
 from ..io.pairs import read_pairs
 from ..matching import matchers
+from .dense_match import DenseMatchConfig, match_pairs_dense
 from .map import Map, read_local_features
 from .queries import query_frames
 
 logger = logging.getLogger(__name__)
 
+#: ``MatchConfig.matcher`` of the dense network.
+DENSE = "dense"
+
 
 @dataclass(frozen=True)
 class MatchConfig:
     """Attributes:
-    matcher / matcher_options: descriptor matcher plug-in (``visloc models`` lists them) and its options.
+    matcher / matcher_options: descriptor matcher plug-in (``visloc models`` lists them) and its options, or
+        ``"dense"``: the dense network anchored on the map's keypoints
+        (:mod:`visloc.localization.dense_match`).
+    dense: the dense network's settings (``matcher="dense"``; ``None``: the shipped model's defaults).
     """
 
     matcher: str = "nn"
     matcher_options: dict[str, Any] = field(default_factory=dict)
+    dense: DenseMatchConfig | None = None
+
+    @property
+    def is_dense(self) -> bool:
+        return self.matcher == DENSE
+
+    def dense_config(self) -> DenseMatchConfig:
+        return self.dense or DenseMatchConfig()
 
 
 def feature_arrays(features: LocalFeatures) -> dict[str, np.ndarray]:
@@ -54,6 +69,8 @@ class PairMatcher:
 
     def __init__(self, map_: Map, config: MatchConfig = MatchConfig()) -> None:
         self.map = map_
+        if config.is_dense:
+            raise ConfigError("the dense matcher is not a descriptor matcher: use DenseQueryMatcher")
         self.matcher = matchers.create(config.matcher, **config.matcher_options)
 
     def __call__(self, features: LocalFeatures, db: str, points_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +153,12 @@ def match_pairs(
         A summary; pairs with an image that cannot be read or found are skipped and listed.
     """
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
+    if config.is_dense:
+        total, matched, skipped = match_pairs_dense(the_map, pairs, queries, features, matches,
+                                                    config.dense_config(), split, **dataset_options)
+        for s in skipped:
+            logger.warning("skipped %s", s)
+        return MatchSummary(Path(features), Path(matches), total, matched, skipped)
     pair_list = read_pairs(pairs)
     in_map = set(the_map.names)
     frames: dict[str, Frame] = {}

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from ..geometry.flow import cyclic_consistency, in_bounds, resize_map
-from ..models.checkpoint import load_model, read_checkpoint
+from ..errors import ConfigError, InputError
+from ..models.checkpoint import load_model, model_from_checkpoint, read_checkpoint
+from ..models.dense import with_decoder_of
 from ..models.preprocess import long_side_uint8, normalize
 from .dense_baselines import DenseCorrespondence
 
@@ -41,10 +43,13 @@ class DenseMatcherSettings:
     image_size: longer side the images are resized to before matching; ``0`` uses the model's training
         size (from its checkpoint; the original size when it has none); ``None``: the original sizes.
     device: torch device.
+    decoder_from: another ``model.pt`` (``ucmd``) whose decoder replaces this model's, run on this model's
+        encoder without retraining (:func:`~visloc.models.dense.with_decoder_of`).
     """
 
     image_size: int | None = 0
     device: str = "cpu"
+    decoder_from: str | None = None
 
 
 class DenseNetworkMatcher:
@@ -52,11 +57,18 @@ class DenseNetworkMatcher:
 
     def __init__(self, model_path: str | Path, settings: DenseMatcherSettings = DenseMatcherSettings()) -> None:
         self.model_path = Path(model_path)
-        self.model = load_model(self.model_path, settings.device)
+        checkpoint = read_checkpoint(self.model_path)
+        self.model = model_from_checkpoint(checkpoint, self.model_path, settings.device)
+        if settings.decoder_from:
+            decoder = load_model(settings.decoder_from, settings.device)
+            try:
+                self.model = with_decoder_of(self.model, decoder).to(settings.device)
+            except ConfigError as e:
+                raise InputError(Path(settings.decoder_from), f"decoder does not fit {self.model_path}: {e}") from None
         self.device = torch.device(settings.device)
         size = settings.image_size
         if size == 0:
-            size = read_checkpoint(self.model_path).get("metrics", {}).get("preprocess", {}).get("image_size")
+            size = checkpoint.get("metrics", {}).get("preprocess", {}).get("image_size")
         self.image_size = int(size) if size else None
 
     @torch.inference_mode()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..features.sift import SIFT, SIFTConfig
+from ..geometry.flow import homography_map
 from .nearest_neighbor import NearestNeighborMatcher, NNConfig
 
 
@@ -48,17 +49,6 @@ def scaled_lattice(target_hw: tuple[int, int], source_hw: tuple[int, int]) -> to
 def identity_correspondence(source: np.ndarray, target: np.ndarray) -> DenseCorrespondence:
     """The identity map between ``(Hs, Ws, 3)`` and ``(Ht, Wt, 3)`` images (scaled when the sizes differ)."""
     return DenseCorrespondence(scaled_lattice(target.shape[:2], source.shape[:2]))
-
-
-def homography_map(H_target_to_source: np.ndarray, target_hw: tuple[int, int]) -> torch.Tensor:
-    """``(2, Ht, Wt)``: every target pixel mapped by the 3x3 homography ``H_target_to_source``."""
-    ht, wt = target_hw
-    ys, xs = np.mgrid[0:ht, 0:wt].astype(np.float64)
-    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    mapped = np.asarray(H_target_to_source, np.float64) @ pts
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xy = mapped[:2] / mapped[2:]
-    return torch.from_numpy(xy.reshape(2, ht, wt).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,7 @@ class SiftHomography:
         H = self.homography(source, target)
         if H is None:
             return identity_correspondence(source, target)
-        return DenseCorrespondence(homography_map(H, target.shape[:2]))
+        return DenseCorrespondence(homography_map(H, target.shape[:2], torch.float32))
 
 
 def sift_homography_correspondence(source: np.ndarray, target: np.ndarray,

@@ -130,7 +130,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         The model in eval mode; its config is ``model.config``.
     """
     path = Path(path).expanduser()
-    checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, device)
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path,
+                          device: str | torch.device = "cpu") -> nn.Module:
+    """:func:`load_model` of a checkpoint already read with :func:`read_checkpoint` (``path`` names it in
+    errors), for callers that also need its ``metrics``."""
+    path = Path(path)
     options = dict(checkpoint["config"])
     name = options.pop("model")
     try:
@@ -143,4 +150,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
-__all__ = ["CHECKPOINT_KEYS", "config_from_dict", "load_model", "read_checkpoint", "save_model"]
+__all__ = [
+    "CHECKPOINT_KEYS",
+    "config_from_dict",
+    "load_model",
+    "model_from_checkpoint",
+    "read_checkpoint",
+    "save_model",
+]

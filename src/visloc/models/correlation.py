@@ -6,6 +6,8 @@ Building blocks of the DGC-Net-style dense matcher of Publication IV:
   with the source locations flattened **row-major** (channel ``k = ys * ws + xs``);
 * :func:`correlation_4d` -- the same scores as NC-Net's 4-D volume ``(B, 1, hs, ws, ht, wt)``;
   :func:`corr4d_to_3d` / :func:`corr3d_to_4d` convert between the two without copying;
+* :func:`local_correlation` -- PWC-Net's cost volume: each target location against the source locations
+  within a radius of the same position, ``(B, (2r+1)^2, h, w)``;
 * :func:`mutual_matching` -- NC-Net's soft mutual nearest-neighbour filter;
 * :class:`Conv4d` -- a "same"-padded 4-D convolution built from :func:`torch.nn.functional.conv3d`;
 * :class:`NeighbourhoodConsensus` -- NC-Net's stack of Conv4d + ReLU, optionally symmetric in source and
@@ -46,6 +48,7 @@ __all__ = [
     "correlation_to_matches",
     "feature_l2_norm",
     "global_correlation",
+    "local_correlation",
     "mutual_matching",
     "swap_source_target",
 ]
@@ -134,6 +137,32 @@ def global_correlation(source: torch.Tensor, target: torch.Tensor) -> torch.Tens
         ``(B, hs*ws, ht, wt)``.
     """
     return corr4d_to_3d(correlation_4d(source, target))
+
+
+def local_correlation(source: torch.Tensor, target: torch.Tensor, radius: int) -> torch.Tensor:
+    """Each target location against the source locations within ``radius`` cells of the same position.
+
+    ``out[b, (dy + r) * (2r + 1) + (dx + r), y, x] = <source[b, :, y + dy, x + dx], target[b, :, y, x]>``
+    (zero where ``y + dy`` or ``x + dx`` falls outside): PWC-Net's cost volume. On L2-normalised features
+    (:func:`feature_l2_norm`) the scores are cosine similarities, whatever the encoder's width.
+
+    Args:
+        source: ``(B, C, h, w)`` (typically source features warped by the current estimate).
+        target: ``(B, C, h, w)``.
+        radius: ``r >= 0``.
+
+    Returns:
+        ``(B, (2r+1)^2, h, w)``.
+    """
+    if source.ndim != 4 or source.shape != target.shape:
+        raise ValueError(f"expected two (B, C, h, w) maps of one shape, got {tuple(source.shape)} and "
+                         f"{tuple(target.shape)}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    b, c, h, w = source.shape
+    k = 2 * radius + 1
+    patches = F.unfold(source, kernel_size=k, padding=radius).reshape(b, c, k * k, h, w)
+    return (patches * target.unsqueeze(2)).sum(dim=1)
 
 
 def swap_source_target(corr4d: torch.Tensor) -> torch.Tensor:

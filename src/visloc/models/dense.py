@@ -19,7 +19,9 @@ image (:mod:`visloc.geometry.flow` conventions). Pipeline:
    coarse decoder (``CMDTop``) regresses the normalised grid from ``[correlation | zero grid]``;
 4. every refinement level (stride ``s``, decreasing): the previous grid is upsampled bilinearly to the
    level's lattice, the **source** features are sampled with it (``grid_sample``, zeros outside), and the
-   level decoder regresses the full grid (no residual, as DGC-Net) -- ``dgc``: one
+   level decoder regresses the full grid (no residual, as DGC-Net; ``residual``: a correction added to the
+   upsampled grid; ``local_radius``: the local cost volume of the warped source and target features is an
+   extra input, as PWC-Net) -- ``dgc``: one
    :class:`~visloc.models.dense_decoders.PairDecoder` per level with DGC-Net's dilations; ``ucmd``: one
    :class:`~visloc.models.dense_decoders.BlockwisePairDecoder` shared by all levels;
 5. matchability (DGCM-Net): a head on the finest level's ``[warped source, target]`` features (the input of
@@ -35,6 +37,7 @@ stride-2 grid is upsampled (:attr:`DenseMatcher.level_strides` says what runs). 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping
@@ -47,7 +50,14 @@ from torch import nn
 from ..errors import ConfigError
 from ..geometry.flow import normalized_to_pixel, pixel_to_normalized, resize_map
 from .backbones import BackboneConfig, build_backbone, pyramid_strides, pyramid_taps
-from .correlation import ConsensusBlock, ConsensusConfig, corr4d_to_3d, correlation_4d, feature_l2_norm
+from .correlation import (
+    ConsensusBlock,
+    ConsensusConfig,
+    corr4d_to_3d,
+    correlation_4d,
+    feature_l2_norm,
+    local_correlation,
+)
 from .dense_decoders import (
     DGC_DILATIONS,
     MATCHABILITY_CHANNELS,
@@ -90,6 +100,12 @@ class DenseMatcherConfig:
     width: multiplier of all decoder / matchability widths (rounded, at least 1).
     block_channels: UCMD's block size ``N'`` (16).
     matchability: add DGCM-Net's matchability head.
+    residual: refinement levels predict a correction added to the upsampled grid (PWC-Net) instead of the
+        whole grid (DGC-Net, ``False``).
+    local_radius: ``r > 0`` gives every refinement decoder the local cost volume of the warped source and the
+        target features (L2-normalised, :func:`~visloc.models.correlation.local_correlation`,
+        ``(2r+1)^2`` extra channels, independent of the encoder's width); ``0``: DGC-Net's plain
+        concatenation.
     """
 
     backbone: BackboneConfig = BackboneConfig("tiny", weights="none", allow_random_init=True)
@@ -102,11 +118,13 @@ class DenseMatcherConfig:
     width: float = 1.0
     block_channels: int = 16
     matchability: bool = True
+    residual: bool = False
+    local_radius: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, BackboneConfig):
             raise ConfigError(f"backbone must be a BackboneConfig, got {self.backbone!r}")
-        for flag in ("train_encoder", "matchability"):
+        for flag in ("train_encoder", "matchability", "residual"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         coarse = _as_int_tuple(self.coarse_size, "coarse_size")
@@ -147,6 +165,8 @@ class DenseMatcherConfig:
             self.block_channels < 1
         ):
             raise ConfigError(f"block_channels must be a positive integer, got {self.block_channels!r}")
+        if isinstance(self.local_radius, bool) or not isinstance(self.local_radius, int) or self.local_radius < 0:
+            raise ConfigError(f"local_radius must be an integer >= 0, got {self.local_radius!r}")
 
     def scaled(self, channels: tuple[int, ...]) -> tuple[int, ...]:
         """``channels`` times :attr:`width`, rounded, at least 1."""
@@ -270,15 +290,16 @@ class DenseMatcher(nn.Module):
         hc, wc = config.coarse_size
         self.coarse_decoder = ConvDecoder(hc * wc + 2, top_widths, top_dilations)
         self.refine: nn.Module
+        extra = 2 + (2 * config.local_radius + 1) ** 2 if config.local_radius else 2
         if config.decoder == "ucmd":
             dilations = tuple(range(1, len(widths) + 1))
-            self.refine = BlockwisePairDecoder(config.block_channels, 2, widths, dilations)
+            self.refine = BlockwisePairDecoder(config.block_channels, extra, widths, dilations)
         else:
             levels = {}
             for s in refine:
                 plan = DGC_DILATIONS[s]
                 w, d = cmdtop_plan(widths) if plan is None else (widths, plan)
-                levels[str(s)] = PairDecoder(self.feature_channels[s], 2, w, d)
+                levels[str(s)] = PairDecoder(self.feature_channels[s], extra, w, d)
             self.refine = nn.ModuleDict(levels)
         self.matchability_head: nn.Module | None = None
         if config.matchability:
@@ -372,7 +393,12 @@ class DenseMatcher(nn.Module):
             tgt = tgt_maps[stride]
             grid = F.interpolate(grid, size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             warped = _sample(src_maps[stride], grid)
-            grid = self._refine_level(stride)(warped, tgt, grid)
+            extra = grid
+            if self.config.local_radius:
+                cost = local_correlation(feature_l2_norm(warped), feature_l2_norm(tgt), self.config.local_radius)
+                extra = torch.cat([grid, cost], dim=1)
+            update = self._refine_level(stride)(warped, tgt, extra)
+            grid = grid + update if self.config.residual else update
             grids.append(grid)
         logits = confidence = None
         if self.matchability_head is not None:
@@ -388,6 +414,30 @@ class DenseMatcher(nn.Module):
         )
 
 
+def with_decoder_of(encoder_model: DenseMatcher, decoder_model: DenseMatcher) -> DenseMatcher:
+    """A matcher with ``encoder_model``'s encoder and ``decoder_model``'s decoder (consensus, coarse decoder,
+    refinement, matchability), neither retrained: UCMD's claim that one decoder serves other encoders.
+
+    Both must use the ``ucmd`` decoder with the same decoder settings; the levels are the decoder model's
+    (the encoder must offer them).
+
+    Raises:
+        ConfigError: the decoders differ in kind or settings, or the encoder lacks a level.
+    """
+    dec, enc = decoder_model.config, encoder_model.config
+    if dec.decoder != "ucmd" or enc.decoder != "ucmd":
+        raise ConfigError("only the universal decoder (ucmd) moves between encoders; a dgc decoder's widths are "
+                          "its encoder's")
+    config = dataclasses.replace(dec, backbone=enc.backbone, train_encoder=False)
+    combined = DenseMatcher(config, load_weights=False)
+    if combined.level_strides != decoder_model.level_strides:
+        raise ConfigError(f"the encoder {enc.backbone.name} offers levels {combined.level_strides}, the decoder "
+                          f"needs {decoder_model.level_strides}")
+    combined.encoder.load_state_dict(encoder_model.encoder.state_dict())
+    combined.load_decoder_state_dict(decoder_model.decoder_state_dict())
+    return combined.eval()
+
+
 __all__ = [
     "DenseMatcher",
     "DenseMatcherConfig",
@@ -395,4 +445,5 @@ __all__ = [
     "correspondence_to_grid",
     "grid_to_correspondence",
     "internal_size",
+    "with_decoder_of",
 ]

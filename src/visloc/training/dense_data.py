@@ -49,6 +49,7 @@ from ..datasets import Frame, load_frames
 from ..errors import ConfigError, InputError
 from ..geometry import Camera
 from ..geometry.depth_flow import correspondence_from_depth, resize_depth
+from ..geometry.flow import homography_map
 from ..geometry.warps import Warp, normalized_to_pixels, pixels_to_normalized
 from ..io.images import list_images, read_image
 from ..models.preprocess import sample_generator
@@ -221,15 +222,6 @@ class WarpSample:
     theta: torch.Tensor | None = None
 
 
-def _homography_map(h_st: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(2, H, W)`` source pixels ``H^-1 (u, v, 1)`` of every target pixel."""
-    h, w = size
-    vs, us = np.mgrid[0:h, 0:w].astype(np.float64)
-    pts = np.stack([us, vs, np.ones_like(us)]).reshape(3, -1)
-    src = np.linalg.inv(h_st) @ pts
-    return (src[:2] / src[2:]).reshape(2, h, w)
-
-
 def _theta_map(theta: torch.Tensor, kind: str, size: tuple[int, int]) -> np.ndarray:
     """``(2, H, W)`` source pixels of every target pixel under a :mod:`~visloc.geometry.warps` theta."""
     h, w = size
@@ -353,7 +345,7 @@ class SyntheticWarpPairs(Dataset):
         size = self.config.output_size
         if sample.kind == "homography":
             assert sample.homography is not None
-            return _homography_map(sample.homography, size)
+            return homography_map(np.linalg.inv(sample.homography), size).numpy()
         assert sample.theta is not None
         return _theta_map(sample.theta, sample.kind, size)
 
