@@ -13,15 +13,22 @@ One run, every method on the same pairs:
   ``stereo_motorcycle`` (real photographs, exact disparity; full 741 x 500 resolution): AEPE, PCK;
 * ScanNet (SuperGlue's 15 pairs): relative-pose AUC@5/10/20 deg with SIFT point matches and with matches
   sampled from each dense map;
-* parameters and milliseconds per pair (forward pass) at 240 x 240 and 480 x 640 on this CPU.
+* ``--swap NAME=ENCODER_MODEL+DECODER_MODEL``: the universal decoder of one trained model run on another
+  model's encoder, neither retrained (Publication IV's UCMD claim; ``visloc evaluate matching --decoder-from``);
+* parameters and milliseconds per pair (forward pass) at 240 x 240 and 480 x 640 on this CPU, also for
+  ``--cost-only`` architectures (e.g. ``vgg16``: DGC-Net's encoder, too slow to train on this CPU) with
+  random weights.
 
     python benchmarks/dense.py                    # writes docs/results/dense.md and .json
-    python benchmarks/dense.py --model nc=runs/dense_nc/model.pt --model ucmd=runs/dense/model.pt
+    python benchmarks/dense.py --model nc=runs/dense_nc/model.pt --model ucmd=runs/dense/model.pt \
+        --swap "tiny decoder on mobilenet=runs/mobile/model.pt+runs/dense/model.pt" --cost-only vgg16
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -38,7 +45,8 @@ from visloc.evaluation import dense_matching as dm
 from visloc.io.atomic import write_json, write_text
 from visloc.matching.dense import DenseMatcherSettings, DenseNetworkMatcher
 from visloc.matching.dense_baselines import SiftHomography, identity_correspondence
-from visloc.models.backbones import count_parameters
+from visloc.models.backbones import BackboneConfig, count_parameters
+from visloc.models.dense import DenseMatcher
 from visloc.settings import data_dir, shipped_model
 from visloc.training.dense_data import WorldPairConfig, WorldViewPairs
 from visloc.training.pairs import PairSamplingConfig
@@ -78,8 +86,24 @@ def world_pairs(root: Path, per_scene: int) -> list[dm.FlowPair]:
     return out
 
 
-def timing(model_path: Path, repeats: int) -> dict[str, float]:
-    matcher = DenseNetworkMatcher(model_path, DenseMatcherSettings(image_size=None))
+def network_matcher(spec: str, image_size: int | None = 0) -> DenseNetworkMatcher:
+    """``PATH`` or ``ENCODER_PATH+DECODER_PATH`` (the second's decoder on the first's encoder)."""
+    encoder, _, decoder = spec.partition("+")
+    return DenseNetworkMatcher(Path(encoder), DenseMatcherSettings(image_size=image_size,
+                                                                   decoder_from=decoder or None))
+
+
+def untrained(backbone: str, like: DenseNetworkMatcher) -> DenseNetworkMatcher:
+    """``like``'s architecture on another encoder, randomly initialised (for its cost only)."""
+    config = dataclasses.replace(like.model.config, backbone=BackboneConfig(backbone, "none", allow_random_init=True))
+    matcher = copy.copy(like)
+    matcher.model = DenseMatcher(config).eval()
+    return matcher
+
+
+def timing(matcher, repeats: int) -> dict[str, float]:
+    matcher = copy.copy(matcher)
+    matcher.image_size = None  # the given sizes
     out = {"parameters": count_parameters(matcher.model)}
     rng = np.random.default_rng(0)
     for h, w in ((240, 240), (480, 640)):
@@ -105,6 +129,10 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=None, metavar="NAME=PATH",
                         help="a trained dense model (repeat); default: the shipped one")
     parser.add_argument("--work", type=Path, default=Path("/tmp/visloc_dense_bench"))
+    parser.add_argument("--swap", action="append", default=[], metavar="NAME=ENCODER_MODEL+DECODER_MODEL",
+                        help="the second model's universal decoder on the first model's encoder (repeat)")
+    parser.add_argument("--cost-only", action="append", default=[], metavar="BACKBONE",
+                        help="cost row of the first model's architecture on another (untrained) encoder")
     parser.add_argument("--world", type=Path, default=None, help="posed data set (default: the default world)")
     parser.add_argument("--pairs-per-scene", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None)
@@ -116,7 +144,9 @@ def main() -> None:
     t0 = time.perf_counter()
     models = dict(m.split("=", 1) for m in (args.model or [f"dense (shipped)={shipped_model('dense_tiny_world.pt')}"]))
     methods = {"identity": identity_correspondence, "SIFT + RANSAC homography": SiftHomography()}
-    methods.update({name: DenseNetworkMatcher(Path(path)) for name, path in models.items()})
+    models.update(dict(m.split("=", 1) for m in args.swap))
+    networks = {name: network_matcher(spec) for name, spec in models.items()}
+    methods.update(networks)
 
     world = args.world or make_world(args.work / "world", WorldConfig(), progress=False)
     wpairs = world_pairs(world, args.pairs_per_scene)
@@ -143,13 +173,17 @@ def main() -> None:
             point = dm.sift_point_matcher() if name.startswith("SIFT") else dm.dense_point_matcher(matcher)
             r["scannet"] = dm.evaluate_pose_pairs(point, scannet).to_json()
         results[name] = r
-    costs = {name: timing(Path(path), args.repeats) for name, path in models.items()}
+    costs = {name: timing(m, args.repeats) for name, m in networks.items()}
+    first = next(iter(networks.values()))
+    for backbone in args.cost_only:
+        costs[f"{backbone} encoder, same decoder (untrained: cost only)"] = timing(untrained(backbone, first),
+                                                                                   args.repeats)
 
     lines = ["# Dense correspondence (Publication IV, matching half)", "",
              f"Produced by `python benchmarks/dense.py` on {os.cpu_count()} shared CPU cores "
              f"({torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.1f}), {time.strftime('%Y-%m-%d')}, "
              f"{(time.perf_counter() - t0) / 60:.0f} min. Models: "
-             + ", ".join(f"`{k}` = `{Path(v).name}`" for k, v in models.items()) + ".", "",
+             + ", ".join(f"`{k}` = `{v}`" for k, v in models.items()) + ".", "",
              f"## Embedded-world view pairs (test traversals, {len(wpairs)} pairs, {WORLD_SIZE[0]}x{WORLD_SIZE[1]})", "",
              "AEPE (px) per viewpoint-change bin (angle between the optical axes, degrees); a pair is planar when "
              "a homography explains its exact map within 1 px.", ""]

@@ -179,6 +179,52 @@ def estimate_relative_pose(
     return PoseEstimate(_pose_from_poselib(pose), inliers)
 
 
+@dataclass(frozen=True)
+class TwoViewModel:
+    """A robustly fitted 3x3 two-view model and its inliers.
+
+    Attributes:
+        matrix: ``H`` (``x1 ~ H x0``) or ``F`` (``x1^T F x0 = 0``), pixels.
+        inliers: ``(N,)`` boolean mask over the input correspondences.
+    """
+
+    matrix: np.ndarray
+    inliers: np.ndarray
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+#: Minimal sample sizes of :func:`estimate_two_view_model`'s models.
+TWO_VIEW_MIN_POINTS = {"homography": 4, "fundamental": 7}
+
+
+def estimate_two_view_model(
+    points0: np.ndarray, points1: np.ndarray, model: str, cfg: RansacConfig = RansacConfig(max_error_px=3.0)
+) -> TwoViewModel | None:
+    """A homography (reprojection error in image 1) or a fundamental matrix (Sampson error) by PoseLib's
+    LO-RANSAC, uncalibrated pixels in both images.
+
+    Returns:
+        The model, or ``None`` with fewer correspondences than its minimal sample or no model found.
+    """
+    if model not in TWO_VIEW_MIN_POINTS:
+        raise ValueError(f"unknown two-view model {model!r}; known: {', '.join(TWO_VIEW_MIN_POINTS)}")
+    if len(points0) < TWO_VIEW_MIN_POINTS[model]:
+        return None
+    x0 = np.ascontiguousarray(points0, dtype=np.float64)
+    x1 = np.ascontiguousarray(points1, dtype=np.float64)
+    if model == "homography":
+        matrix, info = poselib.estimate_homography(x0, x1, _ransac_opt(cfg, "max_reproj_error"), {})
+    else:
+        matrix, info = poselib.estimate_fundamental(x0, x1, _ransac_opt(cfg, "max_epipolar_error"), {})
+    inliers = np.asarray(info.get("inliers", []), dtype=bool)
+    if len(inliers) != len(x0) or not inliers.any():
+        return None
+    return TwoViewModel(np.asarray(matrix, np.float64), inliers)
+
+
 # --- COLMAP sparse models -------------------------------------------------------------------------------
 #: The files of a COLMAP sparse model (``rigs`` and ``frames``, COLMAP >= 3.12, are optional).
 COLMAP_MODEL_FILES = ("cameras", "images", "points3D")
