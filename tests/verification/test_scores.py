@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -86,8 +87,8 @@ def test_fused_score_monotonicity_paper_versus_monotone() -> None:
     s_l, s = 0.7, 0.3
     monotone = [fused_score(s_l, s, x) for x in g]
     paper = [fused_score(s_l, s, x, "paper") for x in g]
-    assert all(a > b for a, b in zip(monotone, monotone[1:], strict=False))  # decreasing in G
-    assert all(a < b for a, b in zip(paper, paper[1:], strict=False))  # as printed: increasing in G
+    assert all(a > b for a, b in itertools.pairwise(monotone))  # decreasing in G
+    assert all(a < b for a, b in itertools.pairwise(paper))  # as printed: increasing in G
     for fusion in ("paper", "monotone"):  # both increase with S_L * S
         assert fused_score(0.9, s, 0.5, fusion) > fused_score(0.5, s, 0.5, fusion)
     assert fused_score(0.7, 0.3, 0.5) == pytest.approx(math.log10(0.21) * 10 ** 0.5)

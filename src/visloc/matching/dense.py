@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.flow import cyclic_consistency, in_bounds, resize_map
 from ..errors import ConfigError, InputError
+from ..geometry.flow import cyclic_consistency, in_bounds, resize_map
 from ..models.checkpoint import load_model, model_from_checkpoint, read_checkpoint
 from ..models.dense import with_decoder_of
 from ..models.preprocess import long_side_uint8, normalize
