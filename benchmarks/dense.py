@@ -53,6 +53,7 @@ from visloc.training.pairs import PairSamplingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BINS = ((0, 15), (15, 30), (30, 45), (45, 90))
+CYCLIC_PX = 2.0
 WORLD_SIZE = (240, 320)
 
 
@@ -172,6 +173,9 @@ def main() -> None:
         if name != "identity":
             point = dm.sift_point_matcher() if name.startswith("SIFT") else dm.dense_point_matcher(matcher)
             r["scannet"] = dm.evaluate_pose_pairs(point, scannet).to_json()
+        if name in networks:
+            cyclic = dm.dense_point_matcher(matcher, cyclic_tolerance_px=CYCLIC_PX)
+            r["scannet_cyclic"] = dm.evaluate_pose_pairs(cyclic, scannet).to_json()
         results[name] = r
     costs = {name: timing(m, args.repeats) for name, m in networks.items()}
     first = next(iter(networks.values()))
@@ -207,11 +211,13 @@ def main() -> None:
     lines += ["", "## ScanNet relative pose (SuperGlue's 15 pairs)", "",
               "| matches | AUC@5 | AUC@10 | AUC@20 | median inliers |", "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        if "scannet" in r:
-            s = r["scannet"]
-            label = "SIFT (ratio 0.8, mutual)" if name.startswith("SIFT") else f"{name}: 2048 sampled by confidence"
-            lines.append(f"| {label} | " + " | ".join(fmt(s["auc"][str(t)], 100, 1) for t in dm.AUC_THRESHOLDS)
-                         + f" | {int(np.median([p['inliers'] for p in s['pairs']]))} |")
+        for key, how in (("scannet", "2048 sampled by confidence"),
+                         ("scannet_cyclic", f"cyclically consistent ({CYCLIC_PX:g} px), 2048 by confidence")):
+            if key in r:
+                s = r[key]
+                label = "SIFT (ratio 0.8, mutual)" if name.startswith("SIFT") else f"{name}: {how}"
+                lines.append(f"| {label} | " + " | ".join(fmt(s["auc"][str(t)], 100, 1) for t in dm.AUC_THRESHOLDS)
+                             + f" | {int(np.median([p['inliers'] for p in s['pairs']]))} |")
     lines += ["", "## Cost (forward pass, this CPU)", "", "| model | parameters | ms 240x240 | ms 480x640 |",
               "|---|---:|---:|---:|"]
     for name, c in costs.items():

@@ -543,6 +543,8 @@ def evaluate_matching(
     max_matches: Annotated[int, typer.Option(help="Point matches sampled from a dense map (--scannet).")] = 2048,
     decoder_from: Annotated[Path | None, typer.Option(
         help="Another model.pt (ucmd decoder) whose decoder runs on --model's encoder, not retrained.")] = None,
+    cyclic_tolerance: Annotated[float | None, typer.Option(
+        help="--scannet: keep only matches whose round trip returns within this many pixels.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
 ) -> None:
     """Dense matching against exact ground truth: AEPE and PCK@1/3/5 px, relative-pose AUC@5/10/20 deg."""
@@ -588,7 +590,7 @@ def evaluate_matching(
         from .datasets.scannet import read_scannet_pairs
 
         point = (dm.sift_point_matcher() if model == "sift-homography"
-                 else dm.dense_point_matcher(matcher, max_matches=max_matches))
+                 else dm.dense_point_matcher(matcher, max_matches=max_matches, cyclic_tolerance_px=cyclic_tolerance))
         pose = dm.evaluate_pose_pairs(point, read_scannet_pairs(scannet).pairs)
         results["scannet"] = pose.to_json()
         typer.echo("\nScanNet pose AUC@5/10/20 deg: " + " / ".join(f"{100 * pose.auc[t]:.1f}" for t in dm.AUC_THRESHOLDS)

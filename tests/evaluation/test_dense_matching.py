@@ -334,3 +334,23 @@ def test_dense_point_matcher_samples_matches_of_the_dense_map() -> None:
     _, k1_conf = dense_point_matcher(dense, max_matches=10_000, cell=cell, min_confidence=0.97)(source, target)
     assert np.all(conf[0, k1_conf[:, 1].astype(int), k1_conf[:, 0].astype(int)] >= 0.97)
     assert 0 < len(k1_conf) < len(k1)
+
+
+def test_dense_point_matcher_keeps_only_cyclically_consistent_matches() -> None:
+    """Forward: target (x, y) -> source (x + 3, y); backward right for x < 20 only (x - 3 there, x + 5
+    elsewhere), so only targets whose source x + 3 < 20 come back."""
+    h, w = 24, 40
+    source, target = np.zeros((h, w, 3), np.uint8), np.ones((h, w, 3), np.uint8)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    def dense(a: np.ndarray, b: np.ndarray) -> DenseCorrespondence:
+        if b is target:
+            return DenseCorrespondence(torch.from_numpy(np.stack([u + 3.0, v])))
+        back = np.where(u < 20, u - 3.0, u + 5.0)
+        return DenseCorrespondence(torch.from_numpy(np.stack([back, v]).astype(np.float32)))
+
+    k0, k1 = dense_point_matcher(dense, max_matches=10_000, cell=2, cyclic_tolerance_px=0.5)(source, target)
+    assert len(k1) > 0 and np.all(k1[:, 0] + 3 < 20)
+    np.testing.assert_allclose(k0, k1 + np.array([3.0, 0.0]))
+    all0, _ = dense_point_matcher(dense, max_matches=10_000, cell=2)(source, target)
+    assert len(all0) > len(k0)

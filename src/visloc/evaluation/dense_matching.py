@@ -32,7 +32,7 @@ from ..datasets.scannet import PairWithGT
 from ..datasets.stereo import StereoPair
 from ..errors import InputError
 from ..io.images import read_image
-from ..matching.dense import sample_correspondences
+from ..matching.dense import cyclic_mask, sample_correspondences
 from .matching import (
     endpoint_errors,
     estimate_relative_pose,
@@ -171,13 +171,17 @@ class PoseResults:
 PointMatcher = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def dense_point_matcher(matcher, max_matches: int = 2048, cell: int = 4, min_confidence: float = 0.0
-                        ) -> PointMatcher:
-    """A :data:`PointMatcher` from a dense matcher: image 1 is the target, its pixels sampled by confidence."""
+def dense_point_matcher(matcher, max_matches: int = 2048, cell: int = 4, min_confidence: float = 0.0,
+                        cyclic_tolerance_px: float | None = None) -> PointMatcher:
+    """A :data:`PointMatcher` from a dense matcher: image 1 is the target, its pixels sampled by confidence
+    (with ``cyclic_tolerance_px``: only the cyclically consistent ones, :func:`~visloc.matching.dense.cyclic_mask`)."""
 
     def match(image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dense = matcher(image0, image1)
-        k1, k0, _ = sample_correspondences(dense, tuple(image0.shape[:2]), max_matches, cell, min_confidence)
+        if cyclic_tolerance_px is None:
+            dense, mask = matcher(image0, image1), None
+        else:
+            dense, _, mask = cyclic_mask(matcher, image0, image1, cyclic_tolerance_px)
+        k1, k0, _ = sample_correspondences(dense, tuple(image0.shape[:2]), max_matches, cell, min_confidence, mask)
         return k0, k1
 
     return match
