@@ -320,6 +320,15 @@ class CNNDescriptor:
             d = d + self._attended(tap, cells, weighted=True)
         return l2n(d)
 
+    def local_features(self, image: np.ndarray):
+        """The network's last feature map of an ``(H, W, 3)`` uint8 image at scale 1: ``(C, h, w)`` torch
+        tensor covering the whole image (local descriptors for verification's ``S_L``)."""
+        import torch
+
+        with torch.inference_mode():
+            x, _ = self._resized(image, 1.0)
+            return self.net.features(x)[0].float().cpu()
+
     def _multiscale(self, describe) -> np.ndarray:
         """``describe(scale) -> (1, D)`` summed over the scales, L2-normalised: ``(D,)`` float32."""
         import torch
