@@ -405,6 +405,44 @@ def _match_dense_pair(inputs: list[Path], model: Path | None, out: Path | None, 
 
 
 @app.command()
+def verify(
+    pairs: Annotated[Path, typer.Argument(help="Ranked pairs file (`visloc retrieve`, hloc) of queries and map images.")],
+    map_dir: Annotated[Path, typer.Option("--map", help="Map folder whose images the pairs name.")],
+    queries: Annotated[Path, typer.Option(help="Folder of the queries (data set or images).")],
+    out: Annotated[Path, typer.Option(help="Re-ranked pairs file to write (+ .scores.json, .verification.json).")],
+    split: Split = None,
+    fmt: Format = "auto",
+    camera: QueryCamera = None,
+    shortlist: Annotated[int, typer.Option(help="Retrieved images verified per query.")] = 20,
+    first_stage: Annotated[str, typer.Option(
+        help="S (cyclically consistent inliers, Publication IV) or inliers (RANSAC inlier count).")] = "S",
+    second_stage: Annotated[int, typer.Option(
+        help="Top images of the first stage re-sorted by S_F (0: none).")] = 5,
+    fusion: Annotated[str, typer.Option(
+        help="S_F: monotone (decreasing in the global distance) or paper (equation 3.4 as printed).")] = "monotone",
+    geometry: Annotated[str, typer.Option(help="RANSAC model: fundamental or homography.")] = "fundamental",
+    grid: Annotated[int, typer.Option(help="Query lattice points along the longer side (matching resolution).")] = 160,
+    cyclic_tolerance: Annotated[float, typer.Option(help="Round-trip tolerance (query pixels).")] = 2.0,
+    model: Annotated[Path | None, typer.Option(help="Dense model.pt (default: the shipped one).")] = None,
+) -> None:
+    """Re-rank retrieval pairs by geometric verification with the dense network (RANSAC + cyclic consistency)."""
+    from .localization.verify import VerifyConfig, verify_pairs
+    from .verification import VerificationConfig
+    from .verification.dense import DenseVerificationConfig
+    from .verification.rerank import RerankConfig
+
+    config = VerifyConfig(
+        rerank=RerankConfig(shortlist=shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion),
+        dense=DenseVerificationConfig(grid=grid, cyclic_tolerance_px=cyclic_tolerance,
+                                      verification=VerificationConfig(model=geometry)),
+        model=str(model) if model else None)
+    summary = verify_pairs(map_dir, pairs, queries, out, config, split=split, **_dataset_options(camera, None, fmt))
+    typer.echo(f"re-ranked {summary.num_queries} queries -> {out}")
+    for s in summary.skipped:
+        typer.echo(f"  skipped {s}")
+
+
+@app.command()
 def localize(
     map_dir: Annotated[Path, typer.Argument(help="Map folder made by `visloc map build`.")],
     queries: Annotated[Path, typer.Argument(help="Query data set folder or folder of images.")],
