@@ -424,6 +424,8 @@ def verify(
     grid: Annotated[int, typer.Option(help="Query lattice points along the longer side (matching resolution).")] = 160,
     cyclic_tolerance: Annotated[float, typer.Option(help="Round-trip tolerance (query pixels).")] = 2.0,
     model: Annotated[Path | None, typer.Option(help="Dense model.pt (default: the shipped one).")] = None,
+    matches: Annotated[str, typer.Option(
+        help="dense (the network) or sparse (the map's local features, mutual nearest neighbours).")] = "dense",
 ) -> None:
     """Re-rank retrieval pairs by geometric verification with the dense network (RANSAC + cyclic consistency)."""
     from .localization.verify import VerifyConfig, verify_pairs
@@ -435,7 +437,7 @@ def verify(
         rerank=RerankConfig(shortlist=shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion),
         dense=DenseVerificationConfig(grid=grid, cyclic_tolerance_px=cyclic_tolerance,
                                       verification=VerificationConfig(model=geometry)),
-        model=str(model) if model else None)
+        matches=matches, model=str(model) if model else None)
     summary = verify_pairs(map_dir, pairs, queries, out, config, split=split, **_dataset_options(camera, None, fmt))
     typer.echo(f"re-ranked {summary.num_queries} queries -> {out}")
     for s in summary.skipped:

@@ -68,3 +68,23 @@ def test_verification_puts_the_most_overlapping_image_first(tiny_world: Path, ti
     again = verify_pairs(m, tmp_path / "pairs.txt", tiny_world, tmp_path / "again.txt", config, split="test")
     assert read_ranked_pairs(again.out) == ranked
     m.close()
+
+
+def test_sparse_inlier_count_reranking(tiny_world: Path, tiny_map: Path, tmp_path: Path) -> None:
+    m = Map(tiny_map)
+    q = load_frames(tiny_world, split="test").frames[0]
+    train = {f.name: f for f in load_frames(tiny_world, split="train").frames}
+    names = [n for n in m.names if train[n].scene == q.scene][::4][:5]
+    write_pairs(tmp_path / "pairs.txt", [(q.name, n) for n in names])
+    config = VerifyConfig(rerank=RerankConfig(shortlist=5, first_stage="inliers", second_stage=0), matches="sparse")
+    out = tmp_path / "verified.txt"
+    verify_pairs(m, tmp_path / "pairs.txt", tiny_world, out, config, split="test")
+    rows = json.loads(out.with_name("verified.txt.verification.json").read_text())["results"][q.name]
+    inliers = [r["inliers"] for r in rows]
+    assert inliers == sorted(inliers, reverse=True) and inliers[0] > 0
+    assert all(r["consistent"] == r["inliers"] for r in rows)  # mutual matches: C = I
+    share = {n: _visible_share(q, train[n]) for n in names}
+    assert share[rows[0]["name"]] >= sorted(share.values())[-2]  # the most inliers: one of the two most overlapping
+    with pytest.raises(Exception, match="dense or sparse"):
+        VerifyConfig(matches="semi")
+    m.close()

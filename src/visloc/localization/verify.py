@@ -26,12 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets.base import Frame, FrameSet, Skipped
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..io.atomic import write_json
 from ..io.images import read_image
 from ..io.lock import run_lock
-from ..io.pairs import read_pair_scores, read_ranked_pairs, write_pairs
-from ..verification.dense import DenseVerificationConfig, dense_pair_matches
+from ..io.pairs import read_pair_scores, read_ranked_pairs, scores_sidecar, write_pairs
+from ..verification.dense import DenseVerificationConfig, dense_pair_matches, query_lattice
 from ..verification.rerank import Candidate, RerankConfig, local_similarity, rerank
 from ..verification.scores import verify_matches
 from .map import Map
@@ -44,7 +44,11 @@ logger = logging.getLogger(__name__)
 class VerifyConfig:
     """Attributes:
     rerank: shortlist and stage lengths, first-stage score, fusion.
-    dense: the lattice, cyclic tolerance and RANSAC model of the dense verification.
+    dense: the lattice, cyclic tolerance and RANSAC model of the dense verification (``matches="sparse"``
+        uses its RANSAC model and ``beta`` = the lattice size too).
+    matches: ``dense`` (the network's maps) or ``sparse`` (the map's local features: the query's extracted
+        with the map's extractor, mutual nearest neighbours, so every match is "consistent" and ``S`` reduces
+        to ``exp(-beta / |I|)``; the classical baseline, usually with ``first_stage="inliers"``).
     model: the dense network (``None``: the shipped ``dense_tiny_world.pt``).
     image_size: longer side the dense network sees (0: its training size).
     retrieval_model: the retrieval network whose local features give ``S_L`` (``None``: the shipped one).
@@ -52,9 +56,14 @@ class VerifyConfig:
 
     rerank: RerankConfig = RerankConfig()
     dense: DenseVerificationConfig = DenseVerificationConfig()
+    matches: str = "dense"
     model: str | None = None
     image_size: int = 0
     retrieval_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.matches not in ("dense", "sparse"):
+            raise ConfigError(f"matches must be dense or sparse, got {self.matches!r}")
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,16 @@ class PairVerifier:
 
         self.map = the_map
         self.config = config
-        self.matcher = matcher if matcher is not None else DenseNetworkMatcher(
-            DenseMatchConfig(model=config.model).model_path(), DenseMatcherSettings(image_size=config.image_size))
+        self.matcher = None
+        self.nn = None
+        if config.matches == "sparse":
+            from ..matching import matchers
+
+            self.nn = matchers.create("nn")
+        else:
+            self.matcher = matcher if matcher is not None else DenseNetworkMatcher(
+                DenseMatchConfig(model=config.model).model_path(),
+                DenseMatcherSettings(image_size=config.image_size))
         self.features = CNNDescriptor(CNNDescriptorConfig(model=config.retrieval_model)) \
             if config.rerank.second_stage > 0 else None
 
@@ -86,12 +103,24 @@ class PairVerifier:
         points: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
         q_features = None
 
+        query_features = self.map.extractor(image) if self.nn is not None else None
+
         def verify(db: str):
-            database = read_image(self.map.image_paths[db])
-            q, d, consistent, beta = dense_pair_matches(self.matcher, image, database, cfg.dense.grid,
-                                                        cfg.dense.cyclic_tolerance_px)
+            if self.nn is not None:
+                db_features = self.map.local_features(db)
+                m = self.nn(query_features.descriptors, db_features.descriptors).pairs()
+                q, d = query_features.keypoints[m[:, 0]], db_features.keypoints[m[:, 1]]
+                consistent = np.ones(len(m), bool)
+                beta = len(query_lattice(tuple(image.shape[:2]), cfg.dense.grid))
+                w, h = db_features.image_size
+                hw = (int(h), int(w))
+            else:
+                database = read_image(self.map.image_paths[db])
+                hw = tuple(database.shape[:2])
+                q, d, consistent, beta = dense_pair_matches(self.matcher, image, database, cfg.dense.grid,
+                                                            cfg.dense.cyclic_tolerance_px)
             v = verify_matches(q, d, consistent, dataclasses.replace(cfg.dense.verification, beta=float(beta)))
-            points[db] = (q[v.consistent], d[v.consistent], tuple(database.shape[:2]))
+            points[db] = (q[v.consistent], d[v.consistent], hw)
             return v
 
         def similarity(db: str, _v) -> float:
@@ -127,7 +156,7 @@ def verify_pairs(
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
     out = Path(out)
     ranked = read_ranked_pairs(pairs)
-    pair_scores = read_pair_scores(pairs)
+    pair_scores = read_pair_scores(pairs) if scores_sidecar(pairs).is_file() else {}
     in_map = set(the_map.names)
     frames, skipped = query_frames(queries, split, dataset_options, the_map)
     by_name = {f.name: f for f in frames}
