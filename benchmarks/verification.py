@@ -1,0 +1,175 @@
+"""Geometric verification re-ranking (Publication IV, verification half): the comparison of the
+verification issue.
+
+For each data set, one retrieval run (RootSIFT-VLAD, the map's default global descriptor; top ``--shortlist``)
+and every re-ranking of the same lists through ``visloc.localization.verify.verify_pairs``:
+
+* global only (the retrieval order);
+* SIFT + RANSAC inlier count (the map's local features, mutual nearest neighbours, fundamental matrix);
+* dense inlier count ``|I|`` (the shipped dense network's lattice matches);
+* ``S`` (cyclically consistent inliers, equation 3.3);
+* ``S_F`` on the top ``--second-stage`` of the ``S`` list, ``monotone`` (visloc's default) and ``paper``
+  (equation 3.4 as printed);
+
+Data: the default and the hard embedded worlds (test traversals against a retrieval-only map of the
+training traversals; Recall@1/5/10 with the place rule of :mod:`visloc.evaluation.place_recall`, and Recall@1
+on the queries whose global top-1 is wrong) and ``landmarks_mini`` (mAP, every photo against the others).
+Time per query is the re-ranking's wall time.
+
+    python benchmarks/verification.py              # writes docs/results/verification.md and .json
+    python benchmarks/verification.py --sections default --shortlist 10 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from visloc.io.atomic import write_json, write_text
+from visloc.io.pairs import read_ranked_pairs
+from visloc.localization import RetrievalConfig, build_map, retrieve
+from visloc.localization.map import MapConfig
+from visloc.localization.verify import VerifyConfig, verify_pairs
+from visloc.verification.rerank import RerankConfig
+
+REPO = Path(__file__).resolve().parents[1]
+NS = (1, 5, 10)
+
+
+def methods(shortlist: int, second: int) -> dict[str, VerifyConfig | None]:
+    def cfg(first: str, second_stage: int, matches: str = "dense", fusion: str = "monotone") -> VerifyConfig:
+        return VerifyConfig(rerank=RerankConfig(shortlist=shortlist, first_stage=first, second_stage=second_stage,
+                                                fusion=fusion), matches=matches)
+
+    return {
+        "global only (RootSIFT-VLAD)": None,
+        "SIFT + RANSAC inlier count": cfg("inliers", 0, "sparse"),
+        "dense inlier count |I|": cfg("inliers", 0),
+        "S (eq. 3.3)": cfg("S", 0),
+        f"S_F monotone (top {second} of S)": cfg("S", second),
+        f"S_F as printed (top {second} of S)": cfg("S", second, fusion="paper"),
+    }
+
+
+def retrieval_map(data: Path, out: Path, **options: Any) -> Path:
+    if not (out / "map.json").is_file():
+        build_map(data, out, MapConfig(points="none"), **options)
+    return out
+
+
+def rerank_all(map_dir: Path, data: Path, pairs: Path, work: Path, configs: dict[str, VerifyConfig | None],
+               **options: Any) -> dict[str, tuple[dict[str, list[str]], float]]:
+    """``{method: (ranked lists, seconds per query)}``."""
+    out: dict[str, tuple[dict[str, list[str]], float]] = {}
+    base = read_ranked_pairs(pairs)
+    for k, (name, config) in enumerate(configs.items()):
+        if config is None:
+            out[name] = (base, 0.0)
+            continue
+        target = work / f"verified_{k}.txt"
+        t = time.perf_counter()
+        verify_pairs(map_dir, pairs, data, target, config, **options)
+        seconds = (time.perf_counter() - t) / len(base)
+        out[name] = (read_ranked_pairs(target), seconds)
+        print(f"  {name}: {1000 * seconds:.0f} ms/query", flush=True)
+    return out
+
+
+def world_section(work: Path, preset: str, configs, shortlist: int) -> dict[str, Any]:
+    from visloc.datasets.synthetic import WorldConfig, make_world
+    from visloc.evaluation.place_recall import world_place_ground_truth
+
+    root = make_world(work / f"world_{preset}", WorldConfig.preset(preset), progress=False)
+    map_dir = retrieval_map(root, work / f"map_{preset}", split="train")
+    pairs = work / f"pairs_{preset}.txt"
+    retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=shortlist, rerank=0), split="test")
+    truth = world_place_ground_truth(root)
+    positives = truth.positive_names()
+    ranked = rerank_all(map_dir, root, pairs, work / preset, configs, split="test")
+    base = ranked[next(iter(ranked))][0]
+    wrong = [q for q, names in base.items() if names and names[0] not in positives.get(q, set())]
+    rows = []
+    for name, (lists, seconds) in ranked.items():
+        recall = truth.recall(lists, NS)
+        fixed = sum(1 for q in wrong if lists[q] and lists[q][0] in positives.get(q, set()))
+        rows.append({"method": name, "recall": {str(n): recall[n] for n in NS}, "seconds_per_query": seconds,
+                     "wrong_top1_fixed": fixed, "wrong_top1": len(wrong)})
+        print(f"[{preset}] {name}: " + " ".join(f"R@{n} {100 * recall[n]:.1f}" for n in NS)
+              + f" | fixed {fixed}/{len(wrong)} wrong top-1", flush=True)
+    return {"queries": len(base), "rows": rows}
+
+
+def landmarks_section(work: Path, configs) -> dict[str, Any]:
+    from visloc.evaluation.retrieval import evaluate_pairs_with_labels, read_labels_csv
+    from visloc.io.pairs import write_pairs
+    from visloc.localization import Map
+    from visloc.settings import data_dir
+
+    root = data_dir() / "landmarks_mini"
+    labels = read_labels_csv(root / "labels.csv")
+    map_dir = retrieval_map(root, work / "map_landmarks")
+    names = Map(map_dir).names
+    pairs = work / "pairs_landmarks.txt"
+    retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=len(names), rerank=0, exclude_self=True))
+    rows = []
+    for name, (lists, seconds) in rerank_all(map_dir, root, pairs, work / "landmarks", configs).items():
+        ranked_file = work / "landmarks" / "ranked.txt"
+        write_pairs(ranked_file, [(q, d) for q, ds in lists.items() for d in ds])
+        m = evaluate_pairs_with_labels(ranked_file, labels, names).protocols["labels"]["mAP"]
+        rows.append({"method": name, "mAP": m, "seconds_per_query": seconds})
+        print(f"[landmarks] {name}: mAP {100 * m:.1f}", flush=True)
+    return {"images": len(labels), "rows": rows}
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = ["# Geometric verification re-ranking (Publication IV)", "",
+             f"Produced by `python benchmarks/verification.py` on {os.cpu_count()} shared CPU cores (load "
+             f"{os.getloadavg()[0]:.1f}), {time.strftime('%Y-%m-%d')}; shortlist {args.shortlist}, second stage "
+             f"{args.second_stage}; dense model: the shipped `dense_tiny_world.pt`.", ""]
+    for preset in ("default", "hard"):
+        if preset not in results:
+            continue
+        r = results[preset]
+        lines += [f"## {preset} world ({r['queries']} test queries)", "",
+                  "| method | R@1 | R@5 | R@10 | wrong global top-1 fixed | ms / query |", "|---|---:|---:|---:|---:|---:|"]
+        for row in r["rows"]:
+            rec = row["recall"]
+            lines.append(f"| {row['method']} | " + " | ".join(f"{100 * rec[str(n)]:.1f}" for n in NS)
+                         + f" | {row['wrong_top1_fixed']} / {row['wrong_top1']} | {1000 * row['seconds_per_query']:.0f} |")
+        lines.append("")
+    if "landmarks" in results:
+        lines += [f"## landmarks_mini ({results['landmarks']['images']} photos, mAP)", "",
+                  "| method | mAP | ms / query |", "|---|---:|---:|"]
+        for row in results["landmarks"]["rows"]:
+            lines.append(f"| {row['method']} | {100 * row['mAP']:.1f} | {1000 * row['seconds_per_query']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/visloc_verification_bench"))
+    parser.add_argument("--sections", nargs="+", default=["default", "hard", "landmarks"],
+                        choices=["default", "hard", "landmarks"])
+    parser.add_argument("--shortlist", type=int, default=20)
+    parser.add_argument("--second-stage", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    configs = methods(args.shortlist, args.second_stage)
+    results: dict[str, Any] = {}
+    for preset in ("default", "hard"):
+        if preset in args.sections:
+            results[preset] = world_section(args.work, preset, configs, args.shortlist)
+    if "landmarks" in args.sections:
+        results["landmarks"] = landmarks_section(args.work, configs)
+    text = markdown(results, args)
+    print(text)
+    if not args.no_write:
+        write_text(REPO / "docs" / "results" / "verification.md", text)
+        write_json(REPO / "docs" / "results" / "verification.json", results)
+
+
+if __name__ == "__main__":
+    main()
