@@ -1,6 +1,6 @@
 """Maps of database images and the localization of queries against them, as stages with file contracts:
-``build_map`` -> ``retrieve`` (pairs.txt) -> ``match_pairs`` (features.h5, matches.h5) -> ``localize``
-(poses.txt), the last one composing the others in process."""
+``build_map`` -> ``retrieve`` (pairs.txt) [-> ``verify_pairs`` (re-ranked pairs.txt)] -> ``match_pairs``
+(features.h5, matches.h5) -> ``localize`` (poses.txt), the last one composing the others in process."""
 
 from .build import MapSummary, build_map
 from .estimators import (
@@ -15,6 +15,7 @@ from .localize import LocalizeConfig, Localizer, LocalizeSummary, QueryResult, l
 from .map import Map, MapConfig
 from .match import MatchConfig, MatchSummary, PairMatcher, match_pairs
 from .retrieve import RetrievalConfig, Retriever, RetrieveSummary, retrieve
+from .verify import VerifyConfig, VerifySummary, verify_pairs
 
 __all__ = [
     "EssentialConfig",
@@ -34,10 +35,13 @@ __all__ = [
     "RetrieveSummary",
     "Retriever",
     "UnifiedConfig",
+    "VerifyConfig",
+    "VerifySummary",
     "build_map",
     "estimator_config",
     "estimators",
     "localize",
     "match_pairs",
     "retrieve",
+    "verify_pairs",
 ]
