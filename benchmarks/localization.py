@@ -8,7 +8,7 @@ the timings because these shared machines are noisy.
 
     python benchmarks/localization.py                 # both data sets, both methods
     python benchmarks/localization.py --only tum --methods pnp
-    python benchmarks/localization.py --only tum --methods pnp --matchers nn dense   # + the dense network
+    python benchmarks/localization.py --only tum --methods pnp --matchers nn dense --out-name localization_dense
 
 ``--matchers dense`` localizes with the dense network carrying the map's keypoints into the query
 (``visloc localize --matcher dense``; default model: the shipped one, ``--dense-image-size`` the longer side
@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--dense-image-size", type=int, default=0, help="longer side the dense network sees "
                         "(0: its training size)")
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/results.")
+    parser.add_argument("--out-name", default="localization",
+                        help="docs/results/NAME.md and .json (e.g. localization_dense for a matcher comparison)")
     args = parser.parse_args()
     dense = DenseMatchConfig(model=args.dense_model, image_size=args.dense_image_size)
     matchings = {m: MatchConfig(matcher=m, dense=dense if m == "dense" else None) for m in args.matchers}
@@ -147,9 +149,9 @@ def main() -> None:
                           args.methods, args.num_retrieved, matchings)
     if not args.no_write and rows:
         out = REPO / "docs" / "results"
-        write_text(out / "localization.md", markdown(rows))
-        write_json(out / "localization.json", rows)
-        print(f"\nwrote {out / 'localization.md'}")
+        write_text(out / f"{args.out_name}.md", markdown(rows))
+        write_json(out / f"{args.out_name}.json", rows)
+        print(f"\nwrote {out / args.out_name}.md")
 
 
 if __name__ == "__main__":
