@@ -344,8 +344,8 @@ def test_localize_and_match_pairs_with_the_dense_matcher(tiny_world: Path, tiny_
 
 def test_decoder_from_runs_another_models_decoder(tmp_path: Path, monkeypatch, caplog) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    _ok("train", "dense", "--out", a, *TRAIN)
-    _ok("train", "dense", "--out", b, *TRAIN, "--backbone", "mobilenet_v2", "--seed", "3")
+    _ok("train", "dense", "--out", a, *TRAIN, "--decoder", "ucmd")
+    _ok("train", "dense", "--out", b, *TRAIN, "--decoder", "ucmd", "--backbone", "mobilenet_v2", "--seed", "3")
     out = tmp_path / "swap.json"
     _ok("evaluate", "matching", "--model", b / "model.pt", "--decoder-from", a / "model.pt", "--motorcycle",
         "--out", out)

@@ -48,7 +48,7 @@ def test_shipped_dense_model_loads_offline_is_small_and_beats_identity_on_a_know
     assert path.is_file(), "run scripts/train_shipped_dense.sh"
     assert path.stat().st_size < 8 * 1024 * 1024
     model = load_model(path)
-    assert isinstance(model, DenseMatcher) and model.config.decoder == "ucmd" and model.config.residual
+    assert isinstance(model, DenseMatcher) and model.config.decoder == "dgc" and model.config.residual
     checkpoint = read_checkpoint(path)
     size = checkpoint["metrics"]["preprocess"]["image_size"]
     metrics = json.loads(path.with_suffix(".json").read_text())
@@ -70,4 +70,4 @@ def test_shipped_dense_model_loads_offline_is_small_and_beats_identity_on_a_know
                             indexing="ij")
     identity_err = torch.linalg.vector_norm(torch.stack([xs, ys]) - truth, dim=0)[inside].mean()
     err = torch.linalg.vector_norm(dense.map - truth, dim=0)[inside].mean()
-    assert float(err) < 0.6 * float(identity_err), (float(err), float(identity_err))  # measured: 12.3 vs 30.2 px
+    assert float(err) < 0.6 * float(identity_err), (float(err), float(identity_err))  # measured: 8.3 vs 30.2 px

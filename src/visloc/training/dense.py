@@ -57,13 +57,14 @@ from .relpose import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
-#: The CPU-sized default network: the ``tiny`` encoder trained from scratch with the universal decoder,
-#: refined down to stride 2 (the map is upsampled to full resolution) with residual updates (measured better
-#: than DGC-Net's whole-grid regression in a short run: 24.3 against 26.7 px world AEPE; ``--no-residual``
-#: is DGC-Net's).
+#: The CPU-sized default network: the ``tiny`` encoder trained with DGC-Net's per-level decoders (half width),
+#: refined down to stride 2 (the map is upsampled to full resolution) with residual updates. Both choices are
+#: measured (docs/results/dense.md): per-level decoders 8.1 px world AEPE against 11.0 px for the universal
+#: decoder (``--decoder ucmd``, fewer parameters, fits any encoder); residual 24.3 against 26.7 px in a short
+#: run (``--no-residual`` is DGC-Net's whole-grid regression).
 DEFAULT_MODEL = DenseMatcherConfig(
     backbone=BackboneConfig("tiny", weights="none", allow_random_init=True), train_encoder=True,
-    decoder="ucmd", refine_strides=(8, 4, 2), width=0.5, residual=True)
+    decoder="dgc", refine_strides=(8, 4, 2), width=0.5, residual=True)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class TrainDenseConfig:
     """Everything that determines a dense-matcher training run.
 
     Attributes:
-        model: the network (default: ``tiny`` encoder from random initialisation, trained; universal decoder
-            at half width, levels 16 (coarse), 8, 4, 2, residual refinement).
+        model: the network (default: ``tiny`` encoder from random initialisation, trained; DGC-Net's
+            per-level decoders at half width, levels 16 (coarse), 8, 4, 2, residual refinement).
         image_size: side of the square training images (DGC-Net: 240; a multiple of 16).
         photos: folders of photographs for the synthetic warps (empty: scikit-image's photographs).
         synthetic_pairs: synthetic pairs per epoch (0: none; then ``--data`` is needed).
