@@ -60,6 +60,8 @@ class Candidate:
     verification: PairVerification | None = None
     local_similarity: float | None = None
     fused: float | None = None
+    retrieval_rank: int = -1
+    first_stage_rank: int | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -68,7 +70,8 @@ class Candidate:
 
     def to_json(self) -> dict:
         v = self.verification
-        return {"name": self.name, "retrieval_score": self.retrieval_score,
+        return {"name": self.name, "retrieval_score": self.retrieval_score, "retrieval_rank": self.retrieval_rank,
+                "first_stage_rank": self.first_stage_rank,
                 "matches": None if v is None else v.num_matches,
                 "inliers": None if v is None else v.num_inliers,
                 "consistent": None if v is None else v.num_consistent,
@@ -125,14 +128,14 @@ def rerank(
             the fusion then uses ``S`` and ``G`` only).
 
     Returns:
-        Every name once, in the new order, with the scores computed for it.
+        Every name once, in the new order, with the scores computed for it, its 0-based ``retrieval_rank`` and
+        (shortlisted names) its ``first_stage_rank``.
     """
     if len(names) != len(retrieval_scores):
         raise ValueError(f"{len(names)} names but {len(retrieval_scores)} scores")
-    head = [Candidate(n, float(s)) for n, s in zip(names[: config.shortlist], retrieval_scores[: config.shortlist],
-                                                   strict=True)]
-    tail = [Candidate(n, float(s)) for n, s in zip(names[config.shortlist:], retrieval_scores[config.shortlist:],
-                                                   strict=True)]
+    everything = [Candidate(n, float(s), retrieval_rank=r)
+                  for r, (n, s) in enumerate(zip(names, retrieval_scores, strict=True))]
+    head, tail = everything[: config.shortlist], everything[config.shortlist:]
     for c in head:
         c.verification = verify(c.name)
 
@@ -142,6 +145,8 @@ def rerank(
 
     order = sorted(range(len(head)), key=lambda i: -stage1(head[i]))  # stable: ties keep retrieval order
     head = [head[i] for i in order]
+    for rank, c in enumerate(head):
+        c.first_stage_rank = rank
     top, rest = head[: config.second_stage], head[config.second_stage:]
     for c in top:
         c.local_similarity = 1.0 if similarity is None else float(similarity(c.name, c.verification))
