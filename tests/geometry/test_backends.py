@@ -220,3 +220,30 @@ def test_estimate_relative_pose_too_few_points() -> None:
     X1 = _points_in_view(rng, 4)
     assert estimate_relative_pose(img_from_cam(PINHOLE, X1), img_from_cam(PINHOLE, X1 + np.array([0.5, 0.0, 0.0])),
                                   PINHOLE, PINHOLE) is None
+
+
+def test_two_view_errors_by_hand() -> None:
+    from visloc.geometry.backends import two_view_errors
+
+    # F of a pure x-translation: epipolar lines are rows (y1 = y0); Sampson error = |y0 - y1| / sqrt(2)
+    F = np.array([[0.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    p0 = np.array([[10.0, 20.0], [5.0, 7.0]])
+    p1 = np.array([[40.0, 20.0], [9.0, 10.0]])
+    np.testing.assert_allclose(two_view_errors(F, "fundamental", p0, p1), [0.0, 3.0 / np.sqrt(2.0)])
+    H = np.array([[2.0, 0, 1], [0, 2.0, -1], [0, 0, 1]])
+    np.testing.assert_allclose(two_view_errors(H, "homography", p0, np.array([[21.0, 39.0], [14.0, 17.0]])),
+                               [0.0, 5.0])
+
+
+def test_two_view_errors_agree_with_poselib_inliers() -> None:
+    from visloc.geometry.backends import estimate_two_view_model, two_view_errors
+
+    rng = np.random.default_rng(3)
+    H = np.array([[1.1, 0.05, 12.0], [-0.03, 0.95, 4.0], [1e-4, -2e-4, 1.0]])
+    p0 = rng.uniform(0, 500, (400, 2))
+    q = np.c_[p0, np.ones(len(p0))] @ H.T
+    p1 = q[:, :2] / q[:, 2:] + rng.normal(0, 0.5, (len(p0), 2))
+    p1[:100] = rng.uniform(0, 500, (100, 2))  # outliers
+    fit = estimate_two_view_model(p0, p1, "homography", RansacConfig(max_error_px=3.0))
+    mine = two_view_errors(fit.matrix, "homography", p0, p1) <= 3.0
+    assert (mine == fit.inliers).mean() > 0.99

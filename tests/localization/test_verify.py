@@ -88,3 +88,41 @@ def test_sparse_inlier_count_reranking(tiny_world: Path, tiny_map: Path, tmp_pat
     with pytest.raises(Exception, match="dense or sparse"):
         VerifyConfig(matches="semi")
     m.close()
+
+
+def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    oracle = _Oracle(tiny_world)
+    original = verify_module.PairVerifier
+    monkeypatch.setattr(verify_module, "PairVerifier", lambda m, c: original(m, c, matcher=oracle))
+    m = Map(tiny_map)
+    q = load_frames(tiny_world, split="test").frames[0]
+    names = m.names[::7][:4]
+    write_pairs(tmp_path / "pairs.txt", [(q.name, n) for n in names])
+    out = tmp_path / "verified.txt"
+    verify_pairs(m, tmp_path / "pairs.txt", tiny_world, out,
+                 VerifyConfig(rerank=RerankConfig(shortlist=4, second_stage=0)), split="test")
+    cache = out.with_name("verified.txt.matches.h5")
+    assert cache.is_file() and not out.with_name("verified.txt.matches.h5.shards").exists()
+    first = {r["name"]: r for r in json.loads(out.with_name("verified.txt.verification.json").read_text())
+             ["results"][q.name]}
+
+    def no_matching(*args, **kwargs):
+        raise AssertionError("matched again although the cache holds the pairs")
+
+    monkeypatch.setattr(verify_module, "dense_matches_many", no_matching)
+    other = tmp_path / "by_inliers.txt"
+    verify_pairs(m, tmp_path / "pairs.txt", tiny_world, other,
+                 VerifyConfig(rerank=RerankConfig(shortlist=4, first_stage="inliers", second_stage=0)),
+                 split="test", matches_cache=cache)
+    rows = json.loads(other.with_name("by_inliers.txt.verification.json").read_text())["results"][q.name]
+    assert {r["name"]: (r["matches"], r["consistent"]) for r in rows} == {
+        n: (r["matches"], r["consistent"]) for n, r in first.items()}
+    assert [r["inliers"] for r in rows] == sorted((r["inliers"] for r in rows), reverse=True)
+    # other settings (a tighter cyclic tolerance) do not reuse the stored matches
+    with pytest.raises(AssertionError, match="matched again"):
+        verify_pairs(m, tmp_path / "pairs.txt", tiny_world, tmp_path / "tight.txt",
+                     VerifyConfig(rerank=RerankConfig(shortlist=4, second_stage=0),
+                                  dense=verify_module.DenseVerificationConfig(cyclic_tolerance_px=0.5)),
+                     split="test", matches_cache=cache)
+    m.close()

@@ -98,6 +98,19 @@ def test_network_matcher_returns_original_sizes(tiny_model: Path, photo: np.ndar
     assert native.image_size is None and native(source, target).map.shape == (2, 120, 180)
 
 
+def test_match_many_batches_equal_single_calls(tiny_model: Path, photo: np.ndarray) -> None:
+    """Batched pairs (two input-size groups, a batch smaller than a group) give each pair's own answer."""
+    matcher = DenseNetworkMatcher(tiny_model)
+    pairs = [(photo, photo[20:220, 10:250]), (photo[:200, :250], photo), (photo, photo[::-1].copy()),
+             (photo[:120], photo[30:150])]
+    batched = matcher.match_many(pairs, batch_size=2)
+    for (source, target), got in zip(pairs, batched, strict=True):
+        alone = matcher(source, target)
+        assert got.map.shape == (2, *target.shape[:2])
+        torch.testing.assert_close(got.map, alone.map, atol=1e-3, rtol=0)
+        torch.testing.assert_close(got.confidence, alone.confidence, atol=1e-4, rtol=0)
+
+
 def test_network_matcher_rescales_the_map_exactly(tiny_model: Path, photo: np.ndarray) -> None:
     """The map computed at 96 px is the one at full size up to the exact change of pixel units: resizing both
     images by 2 leaves the source coordinates (in original pixels) of matching target pixels unchanged."""

@@ -96,3 +96,22 @@ def test_fused_score_monotonicity_paper_versus_monotone() -> None:
     assert fused_score(0.0, 0.3, 0.5) == -math.inf
     with pytest.raises(ConfigError):
         fused_score(0.5, 0.5, 0.5, "other")
+
+
+def test_subsampled_ransac_classifies_every_match() -> None:
+    """With more matches than max_ransac_points, I is every match within the threshold of the fitted model."""
+    from visloc.geometry.backends import two_view_errors
+
+    rng = np.random.default_rng(0)
+    H = np.array([[0.9, 0.1, 12.0], [-0.05, 1.05, -3.0], [1e-4, 0.0, 1.0]])
+    p0 = rng.uniform(0, 400, (5000, 2))
+    q = np.c_[p0, np.ones(len(p0))] @ H.T
+    p1 = q[:, :2] / q[:, 2:]
+    bad = rng.uniform(size=len(p0)) < 0.3
+    p1[bad] += rng.uniform(20, 60, (bad.sum(), 2))
+    config = VerificationConfig(model="homography", max_ransac_points=256)
+    v = verify_matches(p0, p1, None, config)
+    np.testing.assert_array_equal(v.inliers, ~bad)
+    with pytest.raises(Exception, match="max_ransac_points"):
+        VerificationConfig(max_ransac_points=5)
+    assert two_view_errors(H, "homography", p0[:3], p1[:3]).shape == (3,)

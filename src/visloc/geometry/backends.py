@@ -225,6 +225,27 @@ def estimate_two_view_model(
     return TwoViewModel(np.asarray(matrix, np.float64), inliers)
 
 
+def two_view_errors(matrix: np.ndarray, model: str, points0: np.ndarray, points1: np.ndarray) -> np.ndarray:
+    """``(N,)`` errors in pixels of matches under a two-view model, as :func:`estimate_two_view_model` scores
+    them: the reprojection error in image 1 (``homography``, ``x1 ~ H x0``) or the Sampson error
+    (``fundamental``, ``x1^T F x0 = 0``)."""
+    if model not in TWO_VIEW_MIN_POINTS:
+        raise ValueError(f"unknown two-view model {model!r}; known: {', '.join(TWO_VIEW_MIN_POINTS)}")
+    x0 = np.concatenate([np.asarray(points0, np.float64).reshape(-1, 2), np.ones((len(points0), 1))], axis=1)
+    x1 = np.concatenate([np.asarray(points1, np.float64).reshape(-1, 2), np.ones((len(points1), 1))], axis=1)
+    M = np.asarray(matrix, np.float64)
+    if model == "homography":
+        proj = x0 @ M.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.linalg.norm(proj[:, :2] / proj[:, 2:] - x1[:, :2], axis=1)
+        return np.where(np.isfinite(err), err, np.inf)
+    Fx0, Ftx1 = x0 @ M.T, x1 @ M
+    num = np.einsum("ij,ij->i", x1, Fx0) ** 2
+    den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, np.sqrt(num / den), np.inf)
+
+
 # --- COLMAP sparse models -------------------------------------------------------------------------------
 #: The files of a COLMAP sparse model (``rigs`` and ``frames``, COLMAP >= 3.12, are optional).
 COLMAP_MODEL_FILES = ("cameras", "images", "points3D")

@@ -52,12 +52,15 @@ def list_h5_names(path: str | Path, marker: str | None = None) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def _write_group(f: h5py.File, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping | None) -> None:
+def _write_group(f: h5py.File, name: str, arrays: Mapping[str, np.ndarray], attrs: Mapping | None,
+                 compression: str | None = None) -> None:
     if name in f:
         del f[name]
     g = f.create_group(name)
     for key, value in arrays.items():
-        g.create_dataset(key, data=np.asarray(value))
+        value = np.asarray(value)
+        packed = compression is not None and value.ndim > 0 and value.size > 0
+        g.create_dataset(key, data=value, compression=compression if packed else None, shuffle=packed)
     for key, value in (attrs or {}).items():
         g.attrs[key] = value
 
@@ -68,10 +71,12 @@ class ShardedH5Writer:
     Args:
         path: the final HDF5 file.
         flush_every: images buffered in memory before a shard is written.
+        compression: HDF5 filter of the arrays (e.g. ``"gzip"``; default none).
     """
 
-    def __init__(self, path: str | Path, flush_every: int = 32) -> None:
+    def __init__(self, path: str | Path, flush_every: int = 32, compression: str | None = None) -> None:
         self.path = Path(path)
+        self.compression = compression
         self.shard_dir = self.path.with_name(self.path.name + ".shards")
         self.flush_every = flush_every
         self._buffer: dict[str, tuple[dict[str, np.ndarray], dict]] = {}
@@ -107,7 +112,7 @@ class ShardedH5Writer:
         with atomic_path(shard) as tmp:
             with h5py.File(tmp, "w") as f:
                 for name, (arrays, attrs) in self._buffer.items():
-                    _write_group(f, name, arrays, attrs)
+                    _write_group(f, name, arrays, attrs, self.compression)
         self._done.update(self._buffer)
         self._buffer.clear()
 

@@ -8,6 +8,10 @@ consistent inliers ``C``, ``S``), the list re-sorted (:func:`visloc.verification
 descriptor's network, the shipped one by default) and ``G`` from the retrieval scores (the pairs file's
 ``.scores.json`` sidecar; 0 similarity without one).
 
+The pair matches are computed once (dense: every shortlisted pair's forward and backward maps in batches) and
+stored in ``OUT.matches.h5`` (:mod:`visloc.verification.cache`, hloc pair keys), so that a rerun or another
+re-ranking of the same pairs (``matches_cache=``) only repeats RANSAC and the scores.
+
 Outputs: ``OUT`` (ranked pairs, the new order), ``OUT.scores.json`` (the final score per pair: ``S_F`` for the
 second stage, then ``S`` / ``|I|``), ``OUT.verification.json`` (every candidate's ``|M|, |I|, |C|, S, S_L, G,
 S_F`` and the config). Resumable: finished queries are checkpointed to ``OUT.partial.json``.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,8 @@ from ..io.atomic import write_json
 from ..io.images import read_image
 from ..io.lock import run_lock
 from ..io.pairs import read_pair_scores, read_ranked_pairs, scores_sidecar, write_pairs
-from ..verification.dense import DenseVerificationConfig, dense_pair_matches, query_lattice
+from ..verification.cache import PairMatchCache
+from ..verification.dense import DenseVerificationConfig, PairMatches, dense_matches_many, query_lattice
 from ..verification.rerank import Candidate, RerankConfig, local_similarity, rerank
 from ..verification.scores import verify_matches
 from .map import Map
@@ -96,29 +102,86 @@ class PairVerifier:
                 DenseMatcherSettings(image_size=config.image_size))
         self.features = CNNDescriptor(CNNDescriptorConfig(model=config.retrieval_model)) \
             if config.rerank.second_stage > 0 else None
+        self._images: dict[str, np.ndarray] = {}
+        self._prepared: OrderedDict[str, Any] = OrderedDict()
+        #: map images kept prepared for the dense network (shortlists of nearby queries overlap)
+        self.prepared_images = 512
 
-    def __call__(self, image: np.ndarray, names: list[str], scores: list[float]) -> list[Candidate]:
-        """The re-ranked candidates of one query (database images that cannot be read raise InputError)."""
+    def _image(self, name: str) -> np.ndarray:
+        """A map image, decoded once per query."""
+        if name not in self._images:
+            self._images[name] = read_image(self.map.image_paths[name])
+        return self._images[name]
+
+    def _network_input(self, name: str) -> Any:
+        """A map image as the dense network takes it, kept for the next queries (least recently used out)."""
+        if not hasattr(self.matcher, "prepare"):
+            return self._image(name)
+        if name in self._prepared:
+            self._prepared.move_to_end(name)
+        else:
+            self._prepared[name] = self.matcher.prepare(self._image(name))
+            if len(self._prepared) > self.prepared_images:
+                self._prepared.popitem(last=False)
+        return self._prepared[name]
+
+    def settings(self) -> dict[str, Any]:
+        """What the pair matches depend on (the match cache's signature)."""
         cfg = self.config
-        points: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
-        q_features = None
+        common = {"matches": cfg.matches, "grid": cfg.dense.grid}
+        if cfg.matches == "sparse":
+            return common | {"map": str(self.map.root.resolve())}
+        return common | {"model": str(getattr(self.matcher, "model_path", type(self.matcher).__name__)),
+                         "image_size": getattr(self.matcher, "image_size", None),
+                         "cyclic_tolerance_px": cfg.dense.cyclic_tolerance_px}
 
-        query_features = self.map.extractor(image) if self.nn is not None else None
-
-        def verify(db: str):
-            if self.nn is not None:
+    def pair_matches(self, image: np.ndarray, names: list[str], query_name: str | None = None,
+                     cache: PairMatchCache | None = None) -> dict[str, tuple[PairMatches, tuple[int, int]]]:
+        """``{db: ((query_xy, db_xy, consistent, beta), db (H, W))}`` of the query against ``names``: from
+        ``cache`` where stored, the rest computed (dense: in batches) and stored."""
+        cfg = self.config
+        found: dict[str, tuple[PairMatches, tuple[int, int]]] = {}
+        todo = []
+        for db in names:
+            stored = cache.get(query_name, db) if cache is not None and query_name is not None else None
+            if stored is not None:
+                found[db] = stored
+            else:
+                todo.append(db)
+        if not todo:
+            return found
+        beta = len(query_lattice(tuple(image.shape[:2]), cfg.dense.grid))
+        if self.nn is not None:
+            query_features = self.map.extractor(image)
+            for db in todo:
                 db_features = self.map.local_features(db)
                 m = self.nn(query_features.descriptors, db_features.descriptors).pairs()
                 q, d = query_features.keypoints[m[:, 0]], db_features.keypoints[m[:, 1]]
-                consistent = np.ones(len(m), bool)
-                beta = len(query_lattice(tuple(image.shape[:2]), cfg.dense.grid))
                 w, h = db_features.image_size
-                hw = (int(h), int(w))
-            else:
-                database = read_image(self.map.image_paths[db])
-                hw = tuple(database.shape[:2])
-                q, d, consistent, beta = dense_pair_matches(self.matcher, image, database, cfg.dense.grid,
-                                                            cfg.dense.cyclic_tolerance_px)
+                found[db] = ((q.astype(np.float32), d.astype(np.float32), np.ones(len(m), bool), beta),
+                             (int(h), int(w)))
+        else:
+            databases = [self._network_input(db) for db in todo]
+            answers = dense_matches_many(self.matcher, image, databases, cfg.dense.grid, cfg.dense.cyclic_tolerance_px)
+            for db, database, answer in zip(todo, databases, answers, strict=True):
+                found[db] = (answer, tuple(database.shape[:2]))
+        if cache is not None and query_name is not None:
+            for db in todo:
+                cache.put(query_name, db, *found[db])
+        return found
+
+    def __call__(self, image: np.ndarray, names: list[str], scores: list[float], query_name: str | None = None,
+                 cache: PairMatchCache | None = None) -> list[Candidate]:
+        """The re-ranked candidates of one query (database images that cannot be read raise InputError);
+        with ``query_name`` and ``cache``, pair matches are read from / stored in the cache."""
+        cfg = self.config
+        self._images.clear()
+        matches = self.pair_matches(image, list(names[: cfg.rerank.shortlist]), query_name, cache)
+        points: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}
+        q_features = None
+
+        def verify(db: str):
+            (q, d, consistent, beta), hw = matches[db]
             v = verify_matches(q, d, consistent, dataclasses.replace(cfg.dense.verification, beta=float(beta)))
             points[db] = (q[v.consistent], d[v.consistent], hw)
             return v
@@ -128,7 +191,7 @@ class PairVerifier:
             q, d, hw = points[db]
             if q_features is None:
                 q_features = self.features.local_features(image)
-            d_features = self.features.local_features(read_image(self.map.image_paths[db]))
+            d_features = self.features.local_features(self._image(db))
             return local_similarity(q_features, d_features, q, d, tuple(image.shape[:2]), hw)
 
         return rerank(names, scores, verify, cfg.rerank, similarity if self.features is not None else None)
@@ -150,9 +213,14 @@ def verify_pairs(
     config: VerifyConfig = VerifyConfig(),
     split: str | None = None,
     checkpoint_every: int = 10,
+    matches_cache: str | Path | None = None,
     **dataset_options: Any,
 ) -> VerifySummary:
-    """Re-rank a pairs file by verification (see the module docstring for the files)."""
+    """Re-rank a pairs file by verification (see the module docstring for the files).
+
+    ``matches_cache``: the HDF5 file of pair matches (:class:`~visloc.verification.cache.PairMatchCache`;
+    default ``OUT.matches.h5``); pass the same file to several re-rankings of the same pairs to match once.
+    """
     the_map = map_dir if isinstance(map_dir, Map) else Map(map_dir)
     out = Path(out)
     ranked = read_ranked_pairs(pairs)
@@ -172,6 +240,8 @@ def verify_pairs(
             if saved.get("signature") == json.loads(json.dumps(signature, default=str)):
                 done = saved["results"]
         verifier: PairVerifier | None = None
+        cache: PairMatchCache | None = None
+        cache_path = Path(matches_cache) if matches_cache else out.with_name(out.name + ".matches.h5")
         todo = [q for q in ranked if q not in done]
         for k, q in enumerate(tqdm(todo, desc="verify", unit="query")):
             names = ranked[q]
@@ -181,15 +251,18 @@ def verify_pairs(
                 skipped.append(Skipped(q, Path(pairs), reason))
                 continue
             verifier = verifier or PairVerifier(the_map, config)
+            cache = cache or PairMatchCache(cache_path, verifier.settings())
             try:
                 candidates = verifier(read_image(by_name[q].image_path), names,
-                                      [pair_scores.get((q, n), 0.0) for n in names])
+                                      [pair_scores.get((q, n), 0.0) for n in names], q, cache)
             except InputError as e:
                 skipped.append(Skipped(q, e.path, e.problem))
                 continue
             done[q] = [c.to_json() | {"final": _final_score(c)} for c in candidates]
             if (k + 1) % checkpoint_every == 0:
                 write_json(partial, {"signature": signature, "results": done})
+        if cache is not None:
+            cache.close()
         order = [q for q in ranked if q in done]
         out_pairs = [(q, c["name"]) for q in order for c in done[q]]
         final = [c["final"] for q in order for c in done[q]]

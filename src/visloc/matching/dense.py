@@ -14,6 +14,7 @@ point matches (highest confidence first, at most one per cell of a grid), as hlo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def _prepare(image: np.ndarray, size: int | None) -> torch.Tensor:
         raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
     x = long_side_uint8(img, size) if size else torch.from_numpy(np.array(img, np.uint8)).permute(2, 0, 1)
     return normalize(x.float() / 255.0)[None]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image as the network takes it: ``tensor (1, 3, h, w)`` (resized, normalised) and the original
+    ``(H, W)``; ``shape`` is the original's ``(H, W, 3)``, so it stands in for the image wherever only its
+    size is read. Prepare an image once (:meth:`DenseNetworkMatcher.prepare`) to match it many times."""
+
+    tensor: torch.Tensor
+    hw: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.hw[0], self.hw[1], 3)
 
 
 @dataclass(frozen=True)
@@ -71,19 +86,52 @@ class DenseNetworkMatcher:
             size = checkpoint.get("metrics", {}).get("preprocess", {}).get("image_size")
         self.image_size = int(size) if size else None
 
-    @torch.inference_mode()
     def __call__(self, source: np.ndarray, target: np.ndarray) -> DenseCorrespondence:
-        src, tgt = (_prepare(im, self.image_size).to(self.device) for im in (source, target))
-        out = self.model(src, tgt)
-        corr = out.correspondence.float()
-        small_src = tuple(src.shape[-2:])
-        full_src, full_tgt = tuple(source.shape[:2]), tuple(target.shape[:2])
-        corr = resize_map(corr, full_tgt, small_src, full_src)[0].cpu()
-        conf = None
-        if out.confidence is not None:
-            conf = torch.nn.functional.interpolate(out.confidence.float(), size=full_tgt, mode="bilinear",
-                                                   align_corners=False)[0].cpu()
-        return DenseCorrespondence(corr, conf)
+        return self.match_many([(source, target)])[0]
+
+    @torch.inference_mode()
+    def prepare(self, image: np.ndarray | PreparedImage) -> PreparedImage:
+        """The network input of an ``(H, W, 3)`` uint8 image (a prepared image is returned as it is)."""
+        if isinstance(image, PreparedImage):
+            return image
+        return PreparedImage(_prepare(image, self.image_size), (int(image.shape[0]), int(image.shape[1])))
+
+    @torch.inference_mode()
+    def match_many(self, pairs: Sequence[tuple[np.ndarray | PreparedImage, np.ndarray | PreparedImage]],
+                   batch_size: int = 32, full_size: bool = True) -> list[DenseCorrespondence]:
+        """``[self(source, target) for source, target in pairs]``, with the pairs whose network inputs have
+        the same sizes run as batches of up to ``batch_size`` (several times faster on a CPU).
+
+        ``full_size=False`` skips resampling the maps to the targets' full sizes: each map (and confidence)
+        stays on the network's target lattice, values in full-size source pixels. It covers the same image,
+        so it is read at full-size target pixels ``p`` at the same normalised position
+        (``(p + 0.5) / W * 2 - 1``, ``align_corners=False``). Images may be given prepared (:meth:`prepare`)."""
+        prepared = [tuple(self.prepare(im).tensor for im in pair) for pair in pairs]
+        groups: dict[tuple, list[int]] = {}
+        for i, (src, tgt) in enumerate(prepared):
+            groups.setdefault((tuple(src.shape), tuple(tgt.shape)), []).append(i)
+        answers: list[DenseCorrespondence | None] = [None] * len(pairs)
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                src = torch.cat([prepared[i][0] for i in chunk]).to(self.device)
+                tgt = torch.cat([prepared[i][1] for i in chunk]).to(self.device)
+                out = self.model(src, tgt)
+                for j, i in enumerate(chunk):
+                    source, target = pairs[i]
+                    full_src, full_tgt = tuple(source.shape[:2]), tuple(target.shape[:2])
+                    corr = out.correspondence[j:j + 1].float()
+                    lattice = full_tgt if full_size else tuple(corr.shape[-2:])
+                    corr = resize_map(corr, lattice, tuple(src.shape[-2:]), full_src)[0].cpu()
+                    conf = None
+                    if out.confidence is not None:
+                        conf = out.confidence[j:j + 1].float()
+                        if full_size:
+                            conf = torch.nn.functional.interpolate(conf, size=full_tgt, mode="bilinear",
+                                                                   align_corners=False)
+                        conf = conf[0].cpu()
+                    answers[i] = DenseCorrespondence(corr, conf)
+        return answers  # type: ignore[return-value]
 
 
 def cyclic_mask(matcher, source: np.ndarray, target: np.ndarray, tolerance_px: float

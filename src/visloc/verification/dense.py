@@ -52,17 +52,32 @@ def query_lattice(hw: tuple[int, int], grid: int) -> np.ndarray:
     return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.float32)
 
 
-def _sample_map(corr: torch.Tensor, points: np.ndarray) -> torch.Tensor:
-    """``corr (2, H, W)`` read bilinearly at ``points (N, 2)`` -> ``(N, 2)``."""
-    _, h, w = corr.shape
-    grid = pixel_to_normalized(torch.from_numpy(points).T.reshape(1, 2, 1, -1), (h, w)).permute(0, 2, 3, 1)
+def _sample_map(corr: torch.Tensor, points: np.ndarray, target_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """``corr (2, h, w)`` read bilinearly at ``points (N, 2)`` -> ``(N, 2)``; ``points`` are pixels of a
+    ``target_hw`` image the map covers (default: the map's own size)."""
+    hw = target_hw or tuple(corr.shape[-2:])
+    grid = pixel_to_normalized(torch.from_numpy(points).T.reshape(1, 2, 1, -1), hw).permute(0, 2, 3, 1)
     return F.grid_sample(corr[None].float(), grid, mode="bilinear", padding_mode="border",
                          align_corners=False)[0, :, 0].T
 
 
+PairMatches = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _lattice_matches(forward: Any, backward: Any, lattice: np.ndarray, query_hw: tuple[int, int],
+                     database_hw: tuple[int, int], tolerance_px: float) -> PairMatches:
+    db_xy = _sample_map(forward.map, lattice, query_hw)
+    inside = in_bounds(db_xy.T.reshape(1, 2, 1, -1), database_hw)[0, 0, 0]
+    back = _sample_map(backward.map, db_xy.numpy(), database_hw)
+    error = np.hypot(*(back.numpy() - lattice).T)
+    keep = inside.numpy()
+    return (lattice[keep], db_xy.numpy()[keep].astype(np.float32), (error <= tolerance_px)[keep],
+            len(lattice))
+
+
 def dense_pair_matches(
     matcher: Any, query: np.ndarray, database: np.ndarray, grid: int, tolerance_px: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+) -> PairMatches:
     """Lattice matches of a pair and their cyclic consistency.
 
     Args:
@@ -74,16 +89,24 @@ def dense_pair_matches(
         ``query_xy (M, 2)``, ``database_xy (M, 2)`` float32 (lattice points whose match is inside the
         database image), ``consistent (M,)`` bool and the lattice size ``N`` (``beta``).
     """
+    return dense_matches_many(matcher, query, [database], grid, tolerance_px)[0]
+
+
+def dense_matches_many(
+    matcher: Any, query: np.ndarray, databases: list[Any], grid: int, tolerance_px: float
+) -> list[PairMatches]:
+    """:func:`dense_pair_matches` of one query against several database images; a matcher with
+    ``match_many(pairs, full_size=False)`` (:class:`~visloc.matching.dense.DenseNetworkMatcher`) runs all
+    forward and backward passes as batches and its maps are read at the network's resolution."""
     lattice = query_lattice(tuple(query.shape[:2]), grid)
-    forward = matcher(database, query)  # query pixel -> database pixel
-    backward = matcher(query, database)  # database pixel -> query pixel
-    db_xy = _sample_map(forward.map, lattice)
-    inside = in_bounds(db_xy.T.reshape(1, 2, 1, -1), tuple(database.shape[:2]))[0, 0, 0]
-    back = _sample_map(backward.map, db_xy.numpy())
-    error = torch.linalg.vector_norm(back - torch.from_numpy(lattice), dim=1)
-    keep = inside.numpy()
-    return (lattice[keep], db_xy.numpy()[keep].astype(np.float32), (error <= tolerance_px).numpy()[keep],
-            len(lattice))
+    if hasattr(matcher, "prepare"):  # once, not once per pass
+        query = matcher.prepare(query)
+    pairs = [(db, query) for db in databases] + [(query, db) for db in databases]  # forward, then backward
+    maps = (matcher.match_many(pairs, full_size=False) if hasattr(matcher, "match_many")
+            else [matcher(s, t) for s, t in pairs])
+    n = len(databases)
+    return [_lattice_matches(maps[i], maps[n + i], lattice, tuple(query.shape[:2]), tuple(db.shape[:2]), tolerance_px)
+            for i, db in enumerate(databases)]
 
 
 def verify_dense_pair(
@@ -94,4 +117,7 @@ def verify_dense_pair(
     return verify_matches(q, d, consistent, replace(config.verification, beta=float(beta)))
 
 
-__all__ = ["DenseVerificationConfig", "dense_pair_matches", "query_lattice", "verify_dense_pair"]
+__all__ = [
+    "DenseVerificationConfig", "PairMatches", "dense_matches_many", "dense_pair_matches", "query_lattice",
+    "verify_dense_pair",
+]

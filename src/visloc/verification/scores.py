@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry.backends import TWO_VIEW_MIN_POINTS, RansacConfig, estimate_two_view_model
+from ..geometry.backends import TWO_VIEW_MIN_POINTS, RansacConfig, estimate_two_view_model, two_view_errors
 
 #: The thesis's ``beta``: the pixel count of a 240 x 240 correspondence map.
 PAPER_BETA = 240.0 * 240.0
@@ -37,17 +37,25 @@ class VerificationConfig:
     model: ``homography`` or ``fundamental`` (the thesis does not say which; a setting).
     ransac: RANSAC options (threshold in pixels of the matched images).
     beta: ``beta`` of :func:`consistency_score`.
+    max_ransac_points: RANSAC fits on at most this many matches (an even subsample; 0: all) and ``I`` is then
+        every match within the threshold of the fitted model. Dense lattices give ~20k matches a pair, for
+        which LO-RANSAC costs ~0.4 s; 256 matches and at most 1000 iterations cost ~9 ms and change ``|I|`` by
+        about 3 % (measured on the embedded world).
     """
 
     model: str = "fundamental"
-    ransac: RansacConfig = RansacConfig(max_error_px=3.0)
+    ransac: RansacConfig = RansacConfig(max_error_px=3.0, max_iterations=1000)
     beta: float = PAPER_BETA
+    max_ransac_points: int = 256
 
     def __post_init__(self) -> None:
         if self.model not in TWO_VIEW_MIN_POINTS:
             raise ConfigError(f"unknown verification model {self.model!r}; known: {', '.join(TWO_VIEW_MIN_POINTS)}")
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        if self.max_ransac_points != 0 and self.max_ransac_points < 2 * TWO_VIEW_MIN_POINTS[self.model]:
+            raise ConfigError(f"max_ransac_points must be 0 (all) or >= {2 * TWO_VIEW_MIN_POINTS[self.model]}, "
+                              f"got {self.max_ransac_points}")
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,15 @@ def verify_matches(
     ok = np.ones(m, bool) if cyclic is None else np.asarray(cyclic, bool).reshape(-1)
     if len(ok) != m:
         raise ValueError(f"{len(ok)} consistency flags for {m} matches")
-    fit = estimate_two_view_model(p0, p1, config.model, config.ransac)
-    inliers = np.zeros(m, bool) if fit is None else fit.inliers
+    sample = (np.linspace(0, m - 1, config.max_ransac_points).round().astype(int)
+              if 0 < config.max_ransac_points < m else None)
+    if sample is None:
+        fit = estimate_two_view_model(p0, p1, config.model, config.ransac)
+        inliers = np.zeros(m, bool) if fit is None else fit.inliers
+    else:
+        fit = estimate_two_view_model(p0[sample], p1[sample], config.model, config.ransac)
+        inliers = (np.zeros(m, bool) if fit is None else
+                   two_view_errors(fit.matrix, config.model, p0, p1) <= config.ransac.max_error_px)
     consistent = inliers & ok
     score = consistency_score(int(consistent.sum()), int(inliers.sum()), config.beta) if inliers.any() else 0.0
     return PairVerification(m, inliers, consistent, score)
