@@ -534,28 +534,59 @@ def evaluate_localization(
 @evaluate_app.command("retrieval")
 def evaluate_retrieval(
     pairs: Annotated[Path, typer.Argument(help="Ranked pairs file (`visloc retrieve`, hloc): each query's images, best "
-                                               "first; retrieve the whole database (--num) for a full mAP.")],
-    labels: Annotated[Path, typer.Option(help="CSV with 'path' and 'landmark' columns (every other image with the "
-                                              "query's label is positive).")],
-    map_dir: Annotated[Path | None, typer.Option("--map", help="The map searched: its images are the database "
-                                                               "(default: every labelled image).")] = None,
+                                               "first; retrieve the whole database (--num) for a full mAP. With a "
+                                               "PAIRS.verification.json (`visloc verify`), also each stage.")],
+    labels: Annotated[Path | None, typer.Option(help="CSV with 'path' and 'landmark' columns (every other image with "
+                                                     "the query's label is positive): mAP, Recall@1/5/10.")] = None,
+    world: Annotated[Path | None, typer.Option(help="A posed data set folder (e.g. `visloc world make`): place "
+                                                    "Recall@1/5/10 (same scene, within 1 m and 45 deg).")] = None,
+    query_split: Annotated[str, typer.Option(help="--world: split of the queries.")] = "test",
+    database_split: Annotated[str, typer.Option(help="--world: split of the database.")] = "train",
+    map_dir: Annotated[Path | None, typer.Option("--map", help="--labels: the map searched; its images are the "
+                                                               "database (default: every labelled image).")] = None,
     out: Annotated[Path | None, typer.Option(help="Results JSON (default: PAIRS.results.json).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
 ) -> None:
-    """mAP of retrieval pairs against image labels (landmark-style ground truth)."""
+    """Retrieval pairs against labels (mAP, Recall@N) or poses (place Recall@N); per verification stage too."""
+    from .evaluation import verification_stages as vs
     from .evaluation.retrieval import evaluate_pairs_with_labels, read_labels_csv
+    from .io.atomic import write_json
+    from .io.pairs import read_ranked_pairs
 
+    if (labels is None) == (world is None):
+        raise typer.BadParameter("give exactly one ground truth: --labels CSV or --world FOLDER")
+    if world is not None and map_dir is not None:
+        raise typer.BadParameter("--map goes with --labels; --world's database is its --database-split frames")
     out = out or pairs.with_name(pairs.name + ".results.json")
     if out.exists() and not overwrite:
         raise VislocInputError(out, "exists; pass --overwrite to replace it, or --out another file")
-    database = None
-    if map_dir is not None:
-        from .localization import Map
+    if labels is not None:
+        database = None
+        if map_dir is not None:
+            from .localization import Map
 
-        database = Map(map_dir).names
-    results = evaluate_pairs_with_labels(pairs, read_labels_csv(labels), database)
-    results.write(out)
+            database = Map(map_dir).names
+        label_of = read_labels_csv(labels)
+        results = evaluate_pairs_with_labels(pairs, label_of, database)
+        scorer = vs.label_scorer(label_of, database)
+    else:
+        from .evaluation.place_recall import world_place_ground_truth
+
+        truth = world_place_ground_truth(world, query_split, database_split)
+        ranked = read_ranked_pairs(pairs)
+        if not set(ranked) & set(truth.query_names):
+            raise VislocInputError(pairs, f"none of its queries is a {query_split!r} frame of {world}")
+        results = vs.place_results(ranked, truth)
+        scorer = vs.place_scorer(truth)
+    data = results.to_json()
     typer.echo(results.format_table())
+    log = vs.verification_log_path(pairs)
+    if log.is_file():
+        stages = vs.evaluate_stages(vs.stage_rankings(log), scorer)
+        data["stages"] = vs.stages_to_json(stages)
+        data["config"]["verification"] = str(log)
+        typer.echo(f"\nper stage ({log.name}):\n{vs.format_stage_table(stages)}")
+    write_json(out, data)
     typer.echo(f"\nresults: {out}")
 
 

@@ -17,7 +17,8 @@
 * :func:`recall_at_n`: Recall@N for place recognition (Pittsburgh / Tokyo 24/7): a query is correct at
   N when one of its first N results lies within ``threshold_m`` of it; with ``db_groups`` the ranking
   is first reduced to distinct panoramas (the first-ranked image of each group stands for it).
-* :func:`label_map`: mAP where every other image with the query's label is positive.
+* :func:`label_map`: mAP where every other image with the query's label is positive;
+  :func:`evaluate_ranked_with_labels` the same (plus Recall@N) for ranked names per query.
 
 Readers: :func:`read_revisited_gnd` (``gnd_roxford5k.pkl``, with a restricted unpickler),
 :func:`read_netvlad_dbstruct` (NetVLAD ``.mat`` ``dbStruct``), :func:`read_labels_csv`.
@@ -659,15 +660,65 @@ def read_labels_csv(path: str | Path) -> dict[str, str]:
     return labels
 
 
+def evaluate_ranked_with_labels(
+    ranked: Mapping[str, Sequence[str]],
+    labels: Mapping[str, Hashable],
+    database: Sequence[str] | None = None,
+    ns: Iterable[int] = DEFAULT_KAPPAS,
+) -> RetrievalResults:
+    """mAP and Recall@N of ranked database names per query against image labels.
+
+    Every database image with the query's label, other than the query itself, is a positive; positives not
+    ranked for a query count as never retrieved (so rank enough images per query for a full mAP). The query
+    itself is dropped from its ranking before scoring. Queries without a label, or whose label has no other
+    image, are left out of the mean and of Recall@N (their AP is ``nan``).
+
+    Args:
+        ranked: ``{query: [database names, best first]}`` (e.g. :func:`visloc.io.pairs.read_ranked_pairs`).
+        labels: ``{image name: label}`` (:func:`read_labels_csv`).
+        database: the names that could be retrieved (a map's images); default: every labelled image.
+        ns: the ``N`` of Recall@N (a scored query is correct at N when a positive is among its first N).
+
+    Returns:
+        Results with protocol ``"labels"`` (``"mAP"`` and ``"R@N"`` for each N, shares of the scored
+        queries) and the AP of each query in ``ranked`` order.
+    """
+    ns_t = _check_kappas(ns)
+    names = list(database) if database is not None else sorted(labels)
+    counts: dict[Hashable, int] = {}
+    for name in names:
+        if name in labels:
+            counts[labels[name]] = counts.get(labels[name], 0) + 1
+    aps, first_hit = [], []
+    for query, dbs in ranked.items():
+        label = labels.get(query)
+        positives = counts.get(label, 0) - int(query in names and label is not None) if label is not None else 0
+        hits = [labels.get(db) == label for db in dbs if db != query]
+        aps.append(average_precision(np.array(hits, dtype=bool), positives) if positives > 0 else float("nan"))
+        first_hit.append(hits.index(True) + 1 if positives > 0 and True in hits else math.inf)
+    per_query = np.array(aps, dtype=np.float64)
+    scored_mask = np.isfinite(per_query)
+    scored = per_query[scored_mask]
+    first = np.array(first_hit, dtype=np.float64)[scored_mask]
+    recall = {f"R@{n}": float(np.count_nonzero(first <= n)) / len(first) if len(first) else float("nan")
+              for n in ns_t}
+    return RetrievalResults(
+        protocols={"labels": {"mAP": float(scored.mean()) if len(scored) else float("nan"), **recall}},
+        per_query={"labels": per_query},
+        num_queries=len(per_query),
+        config={"queries": list(ranked), "scored_queries": int(len(scored)), "ns": list(ns_t),
+                "protocol": "every other database image with the query's label is positive; unlisted "
+                            "positives count as never retrieved; AP as Oxford's compute_ap (trapezoid); "
+                            "R@N over the scored queries"},
+    )
+
+
 def evaluate_pairs_with_labels(
     pairs_path: str | Path, labels: Mapping[str, Hashable], database: Sequence[str] | None = None
 ) -> RetrievalResults:
-    """mAP of a ranked pairs file (``visloc retrieve``, hloc) against image labels.
+    """mAP and Recall@1/5/10 of a ranked pairs file (``visloc retrieve``, hloc) against image labels.
 
-    Every database image with the query's label, other than the query itself, is a positive; positives the
-    pairs file does not list for a query count as never retrieved (so retrieve enough images per query,
-    e.g. ``--num`` as large as the database). Queries without a label, or whose label has no other image,
-    are left out of the mean (their AP is ``nan``).
+    The pairs file's rankings scored by :func:`evaluate_ranked_with_labels` (see there for the protocol).
 
     Args:
         pairs_path: ``query db`` per line, each query's images best first.
@@ -675,29 +726,11 @@ def evaluate_pairs_with_labels(
         database: the names that could be retrieved (a map's images); default: every labelled image.
 
     Returns:
-        Results with protocol ``"labels"`` (``"mAP"``) and the AP of each query.
+        Results with protocol ``"labels"`` (``"mAP"``, ``"R@1"``, ``"R@5"``, ``"R@10"``) and the AP of each
+        query; ``config["pairs"]`` names the file.
     """
     from ..io.pairs import read_ranked_pairs
 
-    ranked = read_ranked_pairs(pairs_path)
-    names = list(database) if database is not None else sorted(labels)
-    counts: dict[Hashable, int] = {}
-    for name in names:
-        if name in labels:
-            counts[labels[name]] = counts.get(labels[name], 0) + 1
-    aps = []
-    for query, dbs in ranked.items():
-        label = labels.get(query)
-        positives = counts.get(label, 0) - int(query in names and label is not None) if label is not None else 0
-        hits = [labels.get(db) == label for db in dbs if db != query]
-        aps.append(average_precision(np.array(hits, dtype=bool), positives) if positives > 0 else float("nan"))
-    per_query = np.array(aps, dtype=np.float64)
-    scored = per_query[np.isfinite(per_query)]
-    return RetrievalResults(
-        protocols={"labels": {"mAP": float(scored.mean()) if len(scored) else float("nan")}},
-        per_query={"labels": per_query},
-        num_queries=len(per_query),
-        config={"pairs": str(pairs_path), "queries": list(ranked), "scored_queries": int(len(scored)),
-                "protocol": "every other database image with the query's label is positive; unlisted "
-                            "positives count as never retrieved; AP as Oxford's compute_ap (trapezoid)"},
-    )
+    results = evaluate_ranked_with_labels(read_ranked_pairs(pairs_path), labels, database)
+    return RetrievalResults(protocols=results.protocols, per_query=results.per_query,
+                            num_queries=results.num_queries, config={"pairs": str(pairs_path), **results.config})
