@@ -268,6 +268,10 @@ Format = Annotated[str, typer.Option("--format", help="auto, 7scenes, tum or fol
 QueryCamera = Annotated[str | None, typer.Option(
     help="Query intrinsics: 'MODEL W H params...' or a query-list file (default for a folder: f = 1.2 max(W, H)).")]
 NumRetrieved = Annotated[int, typer.Option(help="Database images retrieved per query.")]
+Verify = Annotated[bool, typer.Option(
+    help="Re-rank a retrieved shortlist by geometric verification (dense matches, RANSAC, cyclic consistency; "
+         "`visloc verify` with its defaults) before keeping the best.")]
+Shortlist = Annotated[int, typer.Option(help="--verify: retrieved images verified per query.")]
 Rerank = Annotated[int, typer.Option(
     help="Maps of a correlation-head relpose model: retrieve this many images and keep the "
          "--num-retrieved with the most mutual nearest neighbours between the feature maps (0: off).")]
@@ -293,14 +297,29 @@ def retrieve(
         help="Average query expansion: search again with the mean of the query and its top K database "
              "descriptors (0: off). Database-side augmentation is a map option: --index-option dba_k=K.")] = 0,
     qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: plain average).")] = 0.0,
+    verify: Verify = False,
+    shortlist: Shortlist = 20,
 ) -> None:
     """Retrieve the most similar database images of every query (global descriptors + FAISS)."""
     from .localization import RetrievalConfig
     from .localization import retrieve as run
 
-    summary = run(map_dir, queries, out, RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self,
-                                                          query_expansion=query_expansion, qe_alpha=qe_alpha),
-                  split=split, boxes=boxes, **_dataset_options(camera, None, fmt))
+    retrieval = RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self,
+                                query_expansion=query_expansion, qe_alpha=qe_alpha)
+    if verify:
+        if boxes is not None:
+            raise typer.BadParameter("--verify re-ranks whole images; it does not take --boxes")
+        from .localization.verify import VerifyConfig, retrieve_and_verify
+        from .verification.rerank import RerankConfig
+
+        summary = retrieve_and_verify(map_dir, queries, out, VerifyConfig(rerank=RerankConfig(shortlist=shortlist)),
+                                      retrieval, keep=num, split=split, **_dataset_options(camera, None, fmt))
+        typer.echo(f"verified {summary.num_queries} queries -> {out} (retrieval before verification: "
+                   f"{out.with_name(out.name + '.retrieval.txt')})")
+        for s in summary.skipped:
+            typer.echo(f"  skipped {s}")
+        return
+    summary = run(map_dir, queries, out, retrieval, split=split, boxes=boxes, **_dataset_options(camera, None, fmt))
     typer.echo(f"{summary.num_pairs} pairs of {summary.num_queries} queries -> {out}")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")
@@ -472,6 +491,8 @@ def localize(
         help="--matcher dense: model.pt of `visloc train dense` (default: the shipped dense_tiny_world.pt).")] = None,
     cyclic_tolerance: Annotated[float | None, typer.Option(
         help="--matcher dense: keep only matches whose round trip returns within this many pixels.")] = None,
+    verify: Verify = False,
+    shortlist: Shortlist = 20,
 ) -> None:
     """Localize query images against a map: retrieve -> match -> estimate, each stage optionally from files."""
     from .localization import LocalizeConfig, RetrievalConfig
@@ -484,6 +505,15 @@ def localize(
                             retrieval=RetrievalConfig(num_retrieved=num_retrieved, rerank=relpose_rerank),
                             matching=MatchConfig(matcher=matcher,
                                                  dense=_dense_match_config(matcher, model, cyclic_tolerance)))
+    if verify:
+        if pairs is not None:
+            raise typer.BadParameter("--verify makes its own pairs; give either --pairs or --verify")
+        from .localization.verify import VerifyConfig, retrieve_and_verify
+        from .verification.rerank import RerankConfig
+
+        pairs = out.with_name(out.name + ".verified.txt")
+        retrieve_and_verify(map_dir, queries, pairs, VerifyConfig(rerank=RerankConfig(shortlist=shortlist)),
+                            config.retrieval, keep=num_retrieved, split=split, **_dataset_options(camera, None, fmt))
     summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
                   **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")

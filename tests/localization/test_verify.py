@@ -126,3 +126,40 @@ def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tm
                                   dense=verify_module.DenseVerificationConfig(cyclic_tolerance_px=0.5)),
                      split="test", matches_cache=cache)
     m.close()
+
+
+def test_retrieve_and_localize_with_verify(tiny_world: Path, tiny_map: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``visloc retrieve --verify`` / ``visloc localize --verify``: the shortlist is re-ranked by verification
+    and localization uses the re-ranked top ``--num-retrieved``."""
+    from typer.testing import CliRunner
+
+    from visloc.cli import app
+    from visloc.io.poses import read_poses
+
+    oracle = _Oracle(tiny_world)
+    original = verify_module.PairVerifier
+    monkeypatch.setattr(verify_module, "PairVerifier", lambda m, c: original(m, c, matcher=oracle))
+    runner = CliRunner()
+    out = tmp_path / "pairs.txt"
+    result = runner.invoke(app, ["retrieve", str(tiny_map), str(tiny_world), "--split", "test", "--out", str(out),
+                                 "--num", "2", "--verify", "--shortlist", "4"])
+    assert result.exit_code == 0, result.output
+    before = read_ranked_pairs(out.with_name("pairs.txt.retrieval.txt"))
+    after = read_ranked_pairs(out)
+    log = json.loads(out.with_name("pairs.txt.verification.json").read_text())["results"]
+    for q, names in after.items():
+        assert len(names) == 2 and set(names) <= set(before[q][:4])
+        assert names == [r["name"] for r in log[q]][:2]  # the verified order, cut to --num
+    poses = tmp_path / "poses.txt"
+    result = runner.invoke(app, ["localize", str(tiny_map), str(tiny_world), "--split", "test", "--out", str(poses),
+                                 "--num-retrieved", "2", "--verify", "--shortlist", "4"])
+    assert result.exit_code == 0, result.output
+    verified = read_ranked_pairs(poses.with_name("poses.txt.verified.txt"))
+    assert verified == after  # same map, queries and settings: the same re-ranked pairs
+    results = {r["name"]: r for r in json.loads(poses.with_name("poses.txt.log.json").read_text())["results"]}
+    assert all(results[q]["retrieved"] == names for q, names in verified.items())
+    assert len(read_poses(poses)) >= len(verified) - 1
+    both = runner.invoke(app, ["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "p2.txt"),
+                               "--verify", "--pairs", str(out)])
+    assert both.exit_code == 2 and "either --pairs or --verify" in both.output

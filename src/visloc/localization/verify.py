@@ -276,4 +276,36 @@ def verify_pairs(
     return VerifySummary(out, len(order), skipped)
 
 
-__all__ = ["PairVerifier", "VerifyConfig", "VerifySummary", "verify_pairs"]
+def retrieve_and_verify(
+    map_dir: str | Path | Map,
+    queries: str | Path | FrameSet | Iterable[Frame],
+    out: str | Path,
+    config: VerifyConfig = VerifyConfig(),
+    retrieval: Any = None,
+    keep: int = 0,
+    split: str | None = None,
+    **dataset_options: Any,
+) -> VerifySummary:
+    """Retrieval followed by verification: ``OUT.retrieval.txt`` (the map's retrieval, ``config.rerank.shortlist``
+    images per query, or more if ``retrieval.num_retrieved`` asks) re-ranked into ``OUT`` (+ its sidecars);
+    with ``keep`` > 0, ``OUT`` keeps only each query's first ``keep`` images (the verification log keeps all).
+
+    ``retrieval``: a :class:`~visloc.localization.retrieve.RetrievalConfig` (default: the map's descriptor,
+    no relpose re-ranking).
+    """
+    from .retrieve import RetrievalConfig, retrieve
+
+    out = Path(out)
+    retrieval = retrieval or RetrievalConfig(rerank=0)
+    retrieval = dataclasses.replace(retrieval, num_retrieved=max(retrieval.num_retrieved, config.rerank.shortlist))
+    retrieved = out.with_name(out.name + ".retrieval.txt")
+    retrieve(map_dir, queries, retrieved, retrieval, split=split, **dataset_options)
+    summary = verify_pairs(map_dir, retrieved, queries, out, config, split=split, **dataset_options)
+    if keep > 0:
+        ranked, scores = read_ranked_pairs(out), read_pair_scores(out)
+        kept = [(q, d) for q, names in ranked.items() for d in names[:keep]]
+        write_pairs(out, kept, [scores[p] for p in kept])
+    return summary
+
+
+__all__ = ["PairVerifier", "VerifyConfig", "VerifySummary", "retrieve_and_verify", "verify_pairs"]
