@@ -438,7 +438,10 @@ def verify(
     second_stage: Annotated[int, typer.Option(
         help="Top images of the first stage re-sorted by S_F (0: none).")] = 5,
     fusion: Annotated[str, typer.Option(
-        help="S_F: monotone (decreasing in the global distance) or paper (equation 3.4 as printed).")] = "monotone",
+        help="S_F: monotone (decreasing in the global distance), paper (equation 3.4 as printed) or learned (a "
+             "logistic model on |C|, |I|, S_L, G; --fusion-model).")] = "monotone",
+    fusion_model: Annotated[Path | None, typer.Option(
+        help="--fusion learned: the model JSON (scripts/train_fusion.py; default: the shipped fusion_world.json).")] = None,
     geometry: Annotated[str, typer.Option(help="RANSAC model: fundamental or homography.")] = "fundamental",
     grid: Annotated[int, typer.Option(help="Query lattice points along the longer side (matching resolution).")] = 160,
     cyclic_tolerance: Annotated[float, typer.Option(help="Round-trip tolerance (query pixels).")] = 2.0,
@@ -453,7 +456,8 @@ def verify(
     from .verification.rerank import RerankConfig
 
     config = VerifyConfig(
-        rerank=RerankConfig(shortlist=shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion),
+        rerank=RerankConfig(shortlist=shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion,
+                            fusion_model=str(fusion_model) if fusion_model else None),
         dense=DenseVerificationConfig(grid=grid, cyclic_tolerance_px=cyclic_tolerance,
                                       verification=VerificationConfig(model=geometry)),
         matches=matches, model=str(model) if model else None)

@@ -35,7 +35,7 @@ class PairMatchCache:
         self.path = Path(path)
         self.signature = settings_signature(settings)
         self.flush_every = flush_every
-        self._writer = ShardedH5Writer(self.path, flush_every=1 << 30, compression="gzip")
+        self._writer = ShardedH5Writer(self.path, flush_every=1 << 30, compression="lzf")
         if self._writer.shard_dir.is_dir():
             self._writer.finalize()  # an interrupted run's shards
         self._readers: list[h5py.File] = []

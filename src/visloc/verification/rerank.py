@@ -5,7 +5,8 @@ First stage: every shortlisted database image is verified (:mod:`.dense` for den
 inlier count ``|I|``, the classical baseline). Second stage: the top ``second_stage`` of that list get the
 fused score ``S_F`` from ``S``, the local similarity ``S_L`` (:func:`local_similarity`: mean cosine of the
 retrieval network's local features at the consistent matches) and the global distance ``G``
-(:func:`global_distance`), and are sorted by it; the rest keep their first-stage order behind them.
+(:func:`global_distance`) -- or, with ``fusion="learned"``, the logit of a logistic model on ``(|C|, |I|, S_L,
+G)`` (:mod:`.learned`) -- and are sorted by it; the rest keep their first-stage order behind them.
 Ties keep the retrieval order.
 """
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..geometry.flow import pixel_to_normalized
+from .learned import load_cached
 from .scores import FUSIONS, PairVerification, fused_score
 
 #: What the first stage sorts by.
@@ -33,13 +35,16 @@ class RerankConfig:
     shortlist: retrieved images verified per query (the rest keep their retrieval order behind them).
     first_stage: ``S`` (Publication IV) or ``inliers`` (``|I|``, the classical inlier-count re-ranking).
     second_stage: images of the first-stage list re-sorted by ``S_F`` (0: no second stage).
-    fusion: ``monotone`` (default) or ``paper`` (:func:`~visloc.verification.scores.fused_score`).
+    fusion: ``monotone`` (default) or ``paper`` (:func:`~visloc.verification.scores.fused_score`), or
+        ``learned`` (:class:`~visloc.verification.learned.FusionModel`).
+    fusion_model: the ``learned`` fusion's JSON file (``None``: the shipped ``fusion_world.json``).
     """
 
     shortlist: int = 20
     first_stage: str = "S"
     second_stage: int = 5
     fusion: str = "monotone"
+    fusion_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.shortlist < 1 or self.second_stage < 0:
@@ -148,9 +153,12 @@ def rerank(
     for rank, c in enumerate(head):
         c.first_stage_rank = rank
     top, rest = head[: config.second_stage], head[config.second_stage:]
+    model = load_cached(config.fusion_model) if config.fusion == "learned" and top else None
     for c in top:
-        c.local_similarity = 1.0 if similarity is None else float(similarity(c.name, c.verification))
-        c.fused = fused_score(c.local_similarity, c.verification.score, c.global_distance, config.fusion)
+        v = c.verification
+        c.local_similarity = 1.0 if similarity is None else float(similarity(c.name, v))
+        c.fused = (fused_score(c.local_similarity, v.score, c.global_distance, config.fusion) if model is None else
+                   model.score(v.num_consistent, v.num_inliers, c.local_similarity, c.global_distance))
     top = [top[i] for i in sorted(range(len(top)), key=lambda i: -top[i].fused)]
     return top + rest + tail
 

@@ -28,7 +28,9 @@ from ..geometry.backends import TWO_VIEW_MIN_POINTS, RansacConfig, estimate_two_
 
 #: The thesis's ``beta``: the pixel count of a 240 x 240 correspondence map.
 PAPER_BETA = 240.0 * 240.0
-FUSIONS = ("paper", "monotone")
+#: Second-stage fusions: ``learned`` is the logistic model of :mod:`.learned` (it needs ``|C|`` and ``|I|``,
+#: so :func:`~visloc.verification.rerank.rerank` scores it, not :func:`fused_score`).
+FUSIONS = ("paper", "monotone", "learned")
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,9 @@ def fused_score(local_similarity: float, score: float, global_distance: float, f
     keeps the score increasing in ``S_L`` and ``S`` and decreasing in ``G``, which is what the text says the
     fusion is for. Both are ``-inf`` when ``S_L * S <= 0``.
 
+    ``learned`` is not computed here (:class:`~visloc.verification.learned.FusionModel` also needs ``|C|`` and
+    ``|I|``); asking for it raises :class:`~visloc.errors.ConfigError`.
+
     Example:
         >>> fused_score(0.8, 0.5, 0.2) > fused_score(0.8, 0.5, 0.6)          # closer globally: better
         True
@@ -150,6 +155,8 @@ def fused_score(local_similarity: float, score: float, global_distance: float, f
     """
     if fusion not in FUSIONS:
         raise ConfigError(f"unknown fusion {fusion!r}; known: {', '.join(FUSIONS)}")
+    if fusion == "learned":
+        raise ConfigError("the learned fusion needs |C| and |I|: see visloc.verification.learned")
     product = local_similarity * score
     if not product > 0:
         return -math.inf
