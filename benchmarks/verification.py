@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,8 @@ def localization_rows(map_dir: Path, root: Path, ranked: dict[str, tuple[dict[st
     from visloc.localization import LocalizeConfig, Localizer, Map
 
     queries = load_frames(root, split="test")
+    kept = next(iter(ranked.values()))[0]  # the queries of the run (--max-queries)
+    queries = replace(queries, frames=[f for f in queries.frames if f.name in kept])
     localizer = Localizer(Map(map_dir), LocalizeConfig(method="pnp", retrieval=RetrievalConfig(num_retrieved=top)))
     scenes = {f.name: f.scene for f in queries.frames}
     rows = []
