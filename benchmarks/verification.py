@@ -5,11 +5,14 @@ For each data set, one retrieval run (RootSIFT-VLAD, the map's default global de
 and every re-ranking of the same lists through ``visloc.localization.verify.verify_pairs``:
 
 * global only (the retrieval order);
-* SIFT + RANSAC inlier count (the map's local features, mutual nearest neighbours, fundamental matrix);
+* SIFT + RANSAC inlier count (the map's local features, mutual nearest neighbours, fundamental matrix): the
+  ``classical`` preset, visloc's default;
 * dense inlier count ``|I|`` (the shipped dense network's lattice matches);
 * ``S`` (cyclically consistent inliers, equation 3.3);
-* ``S_F`` on the top ``--second-stage`` of the ``S`` list, ``monotone`` (visloc's default) and ``paper``
+* ``S_F`` on the top ``--second-stage`` of the ``S`` list, ``monotone`` (the ``paper`` preset) and ``paper``
   (equation 3.4 as printed);
+* with ``--learned``, the learned fusion (the shipped ``fusion_world.json``) on the top of the ``S`` list;
+* on landmarks_mini also a map per ``--landmarks-extractors`` (ALIKED by default: its VLAD, then its inlier count).
 
 Data: the default and the hard embedded worlds (test traversals against a retrieval-only map of the
 training traversals; Recall@1/5/10 with the place rule of :mod:`visloc.evaluation.place_recall`, and Recall@1
@@ -18,11 +21,13 @@ Time per query is the re-ranking's wall time.
 
     python benchmarks/verification.py              # writes docs/results/verification.md and .json
     python benchmarks/verification.py --sections default --shortlist 10 --no-write
+    python benchmarks/verification.py --learned --sections landmarks --update   # rerun one section
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import replace
@@ -33,7 +38,7 @@ from visloc.io.atomic import write_json, write_text
 from visloc.io.pairs import read_ranked_pairs
 from visloc.localization import RetrievalConfig, build_map, retrieve
 from visloc.localization.map import MapConfig
-from visloc.localization.verify import VerifyConfig, verify_pairs
+from visloc.localization.verify import VerifyConfig, verify_pairs, verify_preset
 from visloc.verification.rerank import RerankConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +52,7 @@ def methods(shortlist: int, second: int, learned: bool) -> dict[str, VerifyConfi
 
     out = {
         "global only (RootSIFT-VLAD)": None,
-        "SIFT + RANSAC inlier count": cfg("inliers", 0, "sparse"),
+        "SIFT + RANSAC inlier count": verify_preset("classical", shortlist),
         "dense inlier count |I|": cfg("inliers", 0),
         "S (eq. 3.3)": cfg("S", 0),
         f"S_F monotone (top {second} of S)": cfg("S", second),
@@ -165,7 +170,9 @@ def world_section(work: Path, preset: str, configs, shortlist: int, max_queries:
     return {"queries": len(base), "rows": rows, "localization": localization, "top": top}
 
 
-def landmarks_section(work: Path, configs) -> dict[str, Any]:
+def landmarks_section(work: Path, configs, extractors: list[str], shortlist: int) -> dict[str, Any]:
+    """mAP of every method on the SIFT map; then, for each of ``extractors``, a map with those local features
+    (its VLAD for retrieval) re-ranked by their RANSAC inlier count."""
     from visloc.evaluation.retrieval import evaluate_pairs_with_labels, read_labels_csv
     from visloc.io.pairs import write_pairs
     from visloc.localization import Map
@@ -173,31 +180,51 @@ def landmarks_section(work: Path, configs) -> dict[str, Any]:
 
     root = data_dir() / "landmarks_mini"
     labels = read_labels_csv(root / "labels.csv")
-    map_dir = retrieval_map(root, work / "map_landmarks")
-    names = Map(map_dir).names
-    pairs = work / "pairs_landmarks.txt"
-    retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=len(names), rerank=0, exclude_self=True))
     rows = []
-    (work / "landmarks").mkdir(parents=True, exist_ok=True)
-    for name, (lists, seconds) in rerank_all(map_dir, root, pairs, work / "landmarks", configs).items():
-        ranked_file = work / "landmarks" / "ranked.txt"
-        write_pairs(ranked_file, [(q, d) for q, ds in lists.items() for d in ds])
-        m = evaluate_pairs_with_labels(ranked_file, labels, names).protocols["labels"]["mAP"]
-        rows.append({"method": name, "mAP": m, "seconds_per_query": seconds})
-        print(f"[landmarks] {name}: mAP {100 * m:.1f}", flush=True)
+    runs = [("sift", configs)] + [(x, {f"global only ({x.upper()}-VLAD)": None,
+                                       f"{x.upper()} + RANSAC inlier count": verify_preset("classical", shortlist)})
+                                  for x in extractors]
+    for extractor, methods_ in runs:
+        suffix = "" if extractor == "sift" else f"_{extractor}"
+        map_dir = work / f"map_landmarks{suffix}"
+        if not (map_dir / "map.json").is_file():
+            build_map(root, map_dir, MapConfig(points="none", extractor=extractor))
+        names = Map(map_dir).names
+        pairs = work / f"pairs_landmarks{suffix}.txt"
+        retrieve(map_dir, root, pairs, RetrievalConfig(num_retrieved=len(names), rerank=0, exclude_self=True))
+        (work / f"landmarks{suffix}").mkdir(parents=True, exist_ok=True)
+        for name, (lists, seconds) in rerank_all(map_dir, root, pairs, work / f"landmarks{suffix}", methods_).items():
+            ranked_file = work / f"landmarks{suffix}" / "ranked.txt"
+            write_pairs(ranked_file, [(q, d) for q, ds in lists.items() for d in ds])
+            m = evaluate_pairs_with_labels(ranked_file, labels, names).protocols["labels"]["mAP"]
+            rows.append({"method": name, "mAP": m, "seconds_per_query": seconds})
+            print(f"[landmarks] {name}: mAP {100 * m:.1f}", flush=True)
     return {"images": len(labels), "rows": rows}
+
+
+def run_info() -> dict[str, Any]:
+    """When a section ran and the machine's load then (its timings are only comparable within a section)."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg()[0]}
+
+
+def _ran(r: dict[str, Any]) -> str:
+    return f"; run {r['date']}, load {r['load']:.1f}" if "date" in r else ""
 
 
 def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     lines = ["# Geometric verification re-ranking (Publication IV)", "",
-             f"Produced by `python benchmarks/verification.py` on {os.cpu_count()} shared CPU cores (load "
-             f"{os.getloadavg()[0]:.1f}), {time.strftime('%Y-%m-%d')}; shortlist {args.shortlist}, second stage "
-             f"{args.second_stage}; dense model: the shipped `dense_tiny_world.pt`.", ""]
+             f"Produced by `python benchmarks/verification.py --learned` on {os.cpu_count()} shared CPU cores "
+             f"(each section's date and load average in its title: timings compare within a section); shortlist "
+             f"{args.shortlist}, second stage {args.second_stage}; dense model: the shipped `dense_tiny_world.pt`.",
+             "",
+             "visloc's default (`visloc verify`, `--verify`: the `classical` preset) is the *SIFT + RANSAC inlier "
+             "count* row; `--preset paper` is the *S_F monotone* row, `--preset paper-printed` the *S_F as printed* "
+             "row, `--fusion learned` the learned fusion row.", ""]
     for preset in ("default", "hard"):
         if preset not in results:
             continue
         r = results[preset]
-        lines += [f"## {preset} world ({r['queries']} test queries)", "",
+        lines += [f"## {preset} world ({r['queries']} test queries{_ran(r)})", "",
                   "| method | R@1 | R@5 | R@10 | wrong global top-1 fixed | right top-1 broken | ms / query |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
@@ -216,7 +243,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
                                                                  for s in scenes) + f" | {100 * row['overall']:.1f} |")
             lines.append("")
     if "landmarks" in results:
-        lines += [f"## landmarks_mini ({results['landmarks']['images']} photos, mAP)", "",
+        lines += [f"## landmarks_mini ({results['landmarks']['images']} photos, mAP{_ran(results['landmarks'])})", "",
                   "| method | mAP | ms / query |", "|---|---:|---:|"]
         for row in results["landmarks"]["rows"]:
             lines.append(f"| {row['method']} | {100 * row['mAP']:.1f} | {1000 * row['seconds_per_query']:.0f} |")
@@ -233,16 +260,23 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=0, help="first N queries of each world (0: all)")
     parser.add_argument("--localization-top", type=int, default=5, help="images per query for PnP (0: skip)")
     parser.add_argument("--learned", action="store_true", help="add the learned fusion (shipped fusion_world.json)")
+    parser.add_argument("--landmarks-extractors", nargs="*", default=["aliked"],
+                        help="landmarks_mini: also maps with these local features, re-ranked by their inliers")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the --sections run in the existing docs/results/verification.json")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     configs = methods(args.shortlist, args.second_stage, args.learned)
     results: dict[str, Any] = {}
+    if args.update and (REPO / "docs" / "results" / "verification.json").is_file():  # keep the sections not rerun
+        results = json.loads((REPO / "docs" / "results" / "verification.json").read_text())
     for preset in ("default", "hard"):
         if preset in args.sections:
             results[preset] = world_section(args.work, preset, configs, args.shortlist, args.max_queries,
-                                            args.localization_top)
+                                            args.localization_top) | run_info()
     if "landmarks" in args.sections:
-        results["landmarks"] = landmarks_section(args.work, configs)
+        results["landmarks"] = landmarks_section(args.work, configs, args.landmarks_extractors, args.shortlist) \
+            | run_info()
     text = markdown(results, args)
     print(text)
     if not args.no_write:

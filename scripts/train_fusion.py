@@ -32,9 +32,8 @@ from visloc.evaluation.place_recall import world_place_ground_truth
 from visloc.io.pairs import read_pair_scores, read_ranked_pairs, write_pairs
 from visloc.localization import RetrievalConfig, build_map, retrieve
 from visloc.localization.map import MapConfig
-from visloc.localization.verify import VerifyConfig, verify_pairs
+from visloc.localization.verify import verify_pairs, verify_preset
 from visloc.verification.learned import FusionModel, features, fit
-from visloc.verification.rerank import RerankConfig
 from visloc.verification.scores import fused_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +57,8 @@ def candidates(work: Path, preset: str, seed: int, max_queries: int) -> dict[str
         kept = [(q, d) for q in keep for d in lists[q]]
         write_pairs(pairs, kept, [scores[p] for p in kept])
     out = work / f"verified_{preset}_{seed}.txt"
-    verify_pairs(map_dir, pairs, root, out, VerifyConfig(rerank=RerankConfig(shortlist=SHORTLIST,
-                                                                             second_stage=SHORTLIST)), split="test")
+    verify_pairs(map_dir, pairs, root, out, verify_preset("paper", SHORTLIST, second_stage=SHORTLIST),
+                 split="test")
     results = json.loads(out.with_name(out.name + ".verification.json").read_text())["results"]
     positives = world_place_ground_truth(root).positive_names()
     return {f"{preset}/{q}": sorted([c | {"label": int(c["name"] in positives.get(q, set()))} for c in cs],

@@ -41,7 +41,7 @@ def test_verify_command(tiny_world: Path, tiny_map: Path, tmp_path: Path, monkey
     write_pairs(tmp_path / "pairs.txt", pairs, [0.9, 0.8, 0.7, 0.6])
     out = tmp_path / "verified.txt"
     result = runner.invoke(app, ["verify", str(tmp_path / "pairs.txt"), "--map", str(tiny_map), "--queries",
-                                 str(tiny_world), "--split", "test", "--out", str(out), "--model",
+                                 str(tiny_world), "--split", "test", "--out", str(out), "--preset", "paper", "--model",
                                  str(run / "model.pt"), "--shortlist", "3", "--second-stage", "2", "--grid", "40"])
     assert result.exit_code == 0, result.output
     assert "re-ranked 1 queries" in result.output

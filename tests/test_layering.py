@@ -2,7 +2,7 @@
 
 From the bottom: the core modules; geometry and io; datasets, features and models; retrieval, matching
 and verification; localization and semantic; training (beside those: it imports them, they never import
-it); evaluation and viz; the command line, demo and service on top. Every import counts -- module-level,
+it); evaluation and viz; the command line, demo, service and client on top. Every import counts -- module-level,
 inside functions, under ``TYPE_CHECKING``, relative or absolute. The cycle check follows what runs:
 lazy imports count, ``TYPE_CHECKING`` blocks do not.
 """
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "evaluation": 6,
     "viz": 6,
     "cli": 7,
+    "client": 7,
     "demo": 7,
     "service": 7,
 }
@@ -51,6 +52,9 @@ SAME_LAYER_ALLOWED: dict[tuple[str, str], str] = {
     ("viz", "evaluation"): "figures and the report show evaluation results",
     # the command line runs the demo (``visloc demo``)
     ("cli", "demo"): "the demo command",
+    # the command line registers the serve / query commands; query asks the server through the client
+    ("cli", "service"): "the serve and query commands",
+    ("service", "client"): "visloc query uses the Python client",
 }
 
 #: Side packages: the lowest layer that may import each (besides the package itself). Training imports the

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from .errors import InputError as VislocInputError
 from .errors import VislocError
+from .service.commands import query, serve
 
 
 class LazyGroup(TyperGroup):
@@ -73,6 +74,8 @@ app.add_typer(map_app, name="map")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(world_app, name="world")
 app.add_typer(semantic_app, name="semantic")
+app.command("serve")(serve)
+app.command("query")(query)
 
 logger = logging.getLogger("visloc")
 
@@ -259,6 +262,22 @@ def map_build(
         typer.echo(f"  skipped {s}")
 
 
+@map_app.command("georef")
+def map_georef(
+    map_dir: Annotated[Path, typer.Argument(metavar="MAP", help="Map folder (from `visloc map build`).")],
+    origin: Annotated[tuple[float, float, float] | None, typer.Option(
+        metavar="LAT LON H", help="WGS84 degrees and ellipsoidal height (m) of the map-world origin.")] = None,
+    heading: Annotated[float | None, typer.Option(
+        help="With --origin: compass bearing (degrees clockwise from north) of the map's +x axis; +z is up.")] = None,
+    points: Annotated[Path | None, typer.Option(
+        help="Fit a similarity instead: a file of lines 'x y z lat lon h' (3 or more points, not collinear).")] = None,
+) -> None:
+    """Geo-reference a map (MAP/georef.json) for GeoPose answers and GPS priors; prints the fit residuals."""
+    from .localization.georef import georeference_map
+
+    typer.echo(georeference_map(map_dir, origin=origin, heading=heading, points=points).format())
+
+
 # --- retrieve / match / localize ----------------------------------------------------------------------
 Split = Annotated[str | None, typer.Option(
     help="Which frames of a data set folder are queries. Default: the map's own data set gives its frames that "
@@ -269,8 +288,11 @@ QueryCamera = Annotated[str | None, typer.Option(
     help="Query intrinsics: 'MODEL W H params...' or a query-list file (default for a folder: f = 1.2 max(W, H)).")]
 NumRetrieved = Annotated[int, typer.Option(help="Database images retrieved per query.")]
 Verify = Annotated[bool, typer.Option(
-    help="Re-rank a retrieved shortlist by geometric verification (dense matches, RANSAC, cyclic consistency; "
-         "`visloc verify` with its defaults) before keeping the best.")]
+    help="Re-rank a retrieved shortlist by geometric verification (`visloc verify` with its defaults: local "
+         "features, RANSAC inlier count) before keeping the best.")]
+VerifyPreset = Annotated[str | None, typer.Option(
+    "--verify-preset", help="Verify with this recipe (implies --verify): classical (the default), paper "
+                            "(Publication IV: dense matches, S, S_F) or paper-printed (equation 3.4 as printed).")]
 Shortlist = Annotated[int, typer.Option(help="--verify: retrieved images verified per query.")]
 Rerank = Annotated[int, typer.Option(
     help="Maps of a correlation-head relpose model: retrieve this many images and keep the "
@@ -298,6 +320,7 @@ def retrieve(
              "descriptors (0: off). Database-side augmentation is a map option: --index-option dba_k=K.")] = 0,
     qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: plain average).")] = 0.0,
     verify: Verify = False,
+    verify_with: VerifyPreset = None,
     shortlist: Shortlist = 20,
 ) -> None:
     """Retrieve the most similar database images of every query (global descriptors + FAISS)."""
@@ -306,13 +329,12 @@ def retrieve(
 
     retrieval = RetrievalConfig(num_retrieved=num, rerank=rerank, exclude_self=exclude_self,
                                 query_expansion=query_expansion, qe_alpha=qe_alpha)
-    if verify:
+    if verify or verify_with:
         if boxes is not None:
             raise typer.BadParameter("--verify re-ranks whole images; it does not take --boxes")
-        from .localization.verify import VerifyConfig, retrieve_and_verify
-        from .verification.rerank import RerankConfig
+        from .localization.verify import retrieve_and_verify, verify_preset
 
-        summary = retrieve_and_verify(map_dir, queries, out, VerifyConfig(rerank=RerankConfig(shortlist=shortlist)),
+        summary = retrieve_and_verify(map_dir, queries, out, verify_preset(verify_with or "classical", shortlist),
                                       retrieval, keep=num, split=split, **_dataset_options(camera, None, fmt))
         typer.echo(f"verified {summary.num_queries} queries -> {out} (retrieval before verification: "
                    f"{out.with_name(out.name + '.retrieval.txt')})")
@@ -432,35 +454,44 @@ def verify(
     split: Split = None,
     fmt: Format = "auto",
     camera: QueryCamera = None,
+    preset: Annotated[str, typer.Option(
+        help="Recipe: classical (local features, RANSAC inlier count; the best measured, docs/results/"
+             "verification.md), paper (Publication IV: dense matches, S, then S_F on the top 5) or paper-printed "
+             "(equation 3.4 as printed). The options below override it.")] = "classical",
     shortlist: Annotated[int, typer.Option(help="Retrieved images verified per query.")] = 20,
-    first_stage: Annotated[str, typer.Option(
-        help="S (cyclically consistent inliers, Publication IV) or inliers (RANSAC inlier count).")] = "S",
-    second_stage: Annotated[int, typer.Option(
-        help="Top images of the first stage re-sorted by S_F (0: none).")] = 5,
-    fusion: Annotated[str, typer.Option(
+    first_stage: Annotated[str | None, typer.Option(
+        help="S (cyclically consistent inliers, Publication IV) or inliers (RANSAC inlier count). Default: the "
+             "preset's.")] = None,
+    second_stage: Annotated[int | None, typer.Option(
+        help="Top images of the first stage re-sorted by S_F (0: none). Default: the preset's.")] = None,
+    fusion: Annotated[str | None, typer.Option(
         help="S_F: monotone (decreasing in the global distance), paper (equation 3.4 as printed) or learned (a "
-             "logistic model on |C|, |I|, S_L, G; --fusion-model).")] = "monotone",
+             "logistic model on |C|, |I|, S_L, G; --fusion-model). Default: the preset's.")] = None,
     fusion_model: Annotated[Path | None, typer.Option(
         help="--fusion learned: the model JSON (scripts/train_fusion.py; default: the shipped fusion_world.json).")] = None,
     geometry: Annotated[str, typer.Option(help="RANSAC model: fundamental or homography.")] = "fundamental",
-    grid: Annotated[int, typer.Option(help="Query lattice points along the longer side (matching resolution).")] = 160,
-    cyclic_tolerance: Annotated[float, typer.Option(help="Round-trip tolerance (query pixels).")] = 2.0,
+    grid: Annotated[int, typer.Option(help="Dense: query lattice points along the longer side (matching "
+                                            "resolution).")] = 160,
+    cyclic_tolerance: Annotated[float, typer.Option(help="Dense: round-trip tolerance (query pixels).")] = 2.0,
     model: Annotated[Path | None, typer.Option(help="Dense model.pt (default: the shipped one).")] = None,
-    matches: Annotated[str, typer.Option(
-        help="dense (the network) or sparse (the map's local features, mutual nearest neighbours).")] = "dense",
+    matches: Annotated[str | None, typer.Option(
+        help="sparse (the map's local features, mutual nearest neighbours) or dense (the network). Default: the "
+             "preset's.")] = None,
 ) -> None:
-    """Re-rank retrieval pairs by geometric verification with the dense network (RANSAC + cyclic consistency)."""
-    from .localization.verify import VerifyConfig, verify_pairs
+    """Re-rank retrieval pairs by geometric verification (RANSAC inliers; Publication IV's cyclic consistency
+    with --preset paper)."""
+    import dataclasses
+
+    from .localization.verify import verify_pairs, verify_preset
     from .verification import VerificationConfig
     from .verification.dense import DenseVerificationConfig
-    from .verification.rerank import RerankConfig
 
-    config = VerifyConfig(
-        rerank=RerankConfig(shortlist=shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion,
-                            fusion_model=str(fusion_model) if fusion_model else None),
-        dense=DenseVerificationConfig(grid=grid, cyclic_tolerance_px=cyclic_tolerance,
-                                      verification=VerificationConfig(model=geometry)),
-        matches=matches, model=str(model) if model else None)
+    config = verify_preset(preset, shortlist, first_stage=first_stage, second_stage=second_stage, fusion=fusion,
+                           fusion_model=str(fusion_model) if fusion_model else None)
+    config = dataclasses.replace(
+        config, dense=DenseVerificationConfig(grid=grid, cyclic_tolerance_px=cyclic_tolerance,
+                                              verification=VerificationConfig(model=geometry)),
+        matches=matches or config.matches, model=str(model) if model else None)
     summary = verify_pairs(map_dir, pairs, queries, out, config, split=split, **_dataset_options(camera, None, fmt))
     typer.echo(f"re-ranked {summary.num_queries} queries -> {out}")
     for s in summary.skipped:
@@ -496,6 +527,7 @@ def localize(
     cyclic_tolerance: Annotated[float | None, typer.Option(
         help="--matcher dense: keep only matches whose round trip returns within this many pixels.")] = None,
     verify: Verify = False,
+    verify_with: VerifyPreset = None,
     shortlist: Shortlist = 20,
 ) -> None:
     """Localize query images against a map: retrieve -> match -> estimate, each stage optionally from files."""
@@ -509,14 +541,13 @@ def localize(
                             retrieval=RetrievalConfig(num_retrieved=num_retrieved, rerank=relpose_rerank),
                             matching=MatchConfig(matcher=matcher,
                                                  dense=_dense_match_config(matcher, model, cyclic_tolerance)))
-    if verify:
+    if verify or verify_with:
         if pairs is not None:
             raise typer.BadParameter("--verify makes its own pairs; give either --pairs or --verify")
-        from .localization.verify import VerifyConfig, retrieve_and_verify
-        from .verification.rerank import RerankConfig
+        from .localization.verify import retrieve_and_verify, verify_preset
 
         pairs = out.with_name(out.name + ".verified.txt")
-        retrieve_and_verify(map_dir, queries, pairs, VerifyConfig(rerank=RerankConfig(shortlist=shortlist)),
+        retrieve_and_verify(map_dir, queries, pairs, verify_preset(verify_with or "classical", shortlist),
                             config.retrieval, keep=num_retrieved, split=split, **_dataset_options(camera, None, fmt))
     summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
                   **_dataset_options(camera, None, fmt))

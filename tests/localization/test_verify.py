@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from visloc.datasets import load_frames
+from visloc.errors import ConfigError
 from visloc.geometry.depth_flow import correspondence_from_depth
 from visloc.io.images import read_depth
 from visloc.io.pairs import read_pair_scores, read_ranked_pairs, write_pairs
 from visloc.localization import Map
-from visloc.localization.verify import VerifyConfig, verify_pairs
+from visloc.localization.verify import VerifyConfig, verify_pairs, verify_preset
 from visloc.verification.rerank import RerankConfig
 
 from .test_dense_match import _Oracle
@@ -47,7 +48,7 @@ def test_verification_puts_the_most_overlapping_image_first(tiny_world: Path, ti
         scores += list(np.linspace(0.9, 0.4, len(same)))
     write_pairs(tmp_path / "pairs.txt", pairs, scores)
     out = tmp_path / "verified.txt"
-    config = VerifyConfig(rerank=RerankConfig(shortlist=6, second_stage=0))
+    config = VerifyConfig(rerank=RerankConfig(shortlist=6, first_stage="S"), matches="dense")
     summary = verify_pairs(m, tmp_path / "pairs.txt", tiny_world, out, config, split="test")
     assert summary.num_queries == 3 and not summary.skipped
     ranked = read_ranked_pairs(out)
@@ -76,7 +77,8 @@ def test_sparse_inlier_count_reranking(tiny_world: Path, tiny_map: Path, tmp_pat
     train = {f.name: f for f in load_frames(tiny_world, split="train").frames}
     names = [n for n in m.names if train[n].scene == q.scene][::4][:5]
     write_pairs(tmp_path / "pairs.txt", [(q.name, n) for n in names])
-    config = VerifyConfig(rerank=RerankConfig(shortlist=5, first_stage="inliers", second_stage=0), matches="sparse")
+    config = verify_preset("classical", shortlist=5)  # the default recipe
+    assert config == VerifyConfig(rerank=RerankConfig(shortlist=5))
     out = tmp_path / "verified.txt"
     verify_pairs(m, tmp_path / "pairs.txt", tiny_world, out, config, split="test")
     rows = json.loads(out.with_name("verified.txt.verification.json").read_text())["results"][q.name]
@@ -90,6 +92,21 @@ def test_sparse_inlier_count_reranking(tiny_world: Path, tiny_map: Path, tmp_pat
     m.close()
 
 
+def test_verify_presets() -> None:
+    """``paper`` is Publication IV's recipe; given fields override a preset, ``None`` keeps its value."""
+    paper = verify_preset("paper")
+    assert (paper.matches, paper.rerank.first_stage, paper.rerank.second_stage, paper.rerank.fusion) == (
+        "dense", "S", 5, "monotone")
+    assert verify_preset("paper-printed").rerank.fusion == "paper"
+    mixed = verify_preset("paper", 7, second_stage=0, fusion=None)
+    assert (mixed.matches, mixed.rerank.first_stage, mixed.rerank.second_stage, mixed.rerank.shortlist) == (
+        "dense", "S", 0, 7)
+    with pytest.raises(ConfigError, match=r"unknown verification preset 'fast'.*classical"):
+        verify_preset("fast")
+    with pytest.raises(ConfigError, match="unknown first stage"):
+        verify_preset("classical", first_stage="votes")
+
+
 def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     oracle = _Oracle(tiny_world)
@@ -101,7 +118,7 @@ def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tm
     write_pairs(tmp_path / "pairs.txt", [(q.name, n) for n in names])
     out = tmp_path / "verified.txt"
     verify_pairs(m, tmp_path / "pairs.txt", tiny_world, out,
-                 VerifyConfig(rerank=RerankConfig(shortlist=4, second_stage=0)), split="test")
+                 VerifyConfig(rerank=RerankConfig(shortlist=4, first_stage="S"), matches="dense"), split="test")
     cache = out.with_name("verified.txt.matches.h5")
     assert cache.is_file() and not out.with_name("verified.txt.matches.h5.shards").exists()
     first = {r["name"]: r for r in json.loads(out.with_name("verified.txt.verification.json").read_text())
@@ -113,7 +130,7 @@ def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tm
     monkeypatch.setattr(verify_module, "dense_matches_many", no_matching)
     other = tmp_path / "by_inliers.txt"
     verify_pairs(m, tmp_path / "pairs.txt", tiny_world, other,
-                 VerifyConfig(rerank=RerankConfig(shortlist=4, first_stage="inliers", second_stage=0)),
+                 VerifyConfig(rerank=RerankConfig(shortlist=4), matches="dense"),
                  split="test", matches_cache=cache)
     rows = json.loads(other.with_name("by_inliers.txt.verification.json").read_text())["results"][q.name]
     assert {r["name"]: (r["matches"], r["consistent"]) for r in rows} == {
@@ -122,7 +139,7 @@ def test_pair_matches_are_cached_and_reused(tiny_world: Path, tiny_map: Path, tm
     # other settings (a tighter cyclic tolerance) do not reuse the stored matches
     with pytest.raises(AssertionError, match="matched again"):
         verify_pairs(m, tmp_path / "pairs.txt", tiny_world, tmp_path / "tight.txt",
-                     VerifyConfig(rerank=RerankConfig(shortlist=4, second_stage=0),
+                     VerifyConfig(rerank=RerankConfig(shortlist=4, first_stage="S"), matches="dense",
                                   dense=verify_module.DenseVerificationConfig(cyclic_tolerance_px=0.5)),
                      split="test", matches_cache=cache)
     m.close()

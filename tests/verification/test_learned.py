@@ -87,19 +87,19 @@ def test_rerank_with_the_learned_fusion(tmp_path) -> None:
     ratio = tmp_path / "ratio.json"
     _model((1.0, -1.0, 0.0, 0.0)).save(ratio)  # log1p|C| - log1p|I|: b -0.22, d -0.13, c -2.0
     out = rerank(names, scores, verified.__getitem__,
-                 RerankConfig(shortlist=4, second_stage=3, fusion="learned", fusion_model=str(ratio)))
+                 RerankConfig(shortlist=4, first_stage="S", second_stage=3, fusion="learned", fusion_model=str(ratio)))
     assert [c.name for c in out] == ["d", "b", "c", "a"]
     assert out[0].fused == pytest.approx(math.log(36 / 41)) and out[3].fused is None
     near = tmp_path / "near.json"
     _model((0.0, 0.0, 0.0, -1.0)).save(near)  # -G: d (s 0.95), c (0.7), b (0.5)
     out = rerank(names, scores, verified.__getitem__,
-                 RerankConfig(shortlist=4, second_stage=3, fusion="learned", fusion_model=str(near)),
+                 RerankConfig(shortlist=4, first_stage="S", second_stage=3, fusion="learned", fusion_model=str(near)),
                  similarity=lambda n, v: 0.5)
     assert [c.name for c in out] == ["d", "c", "b", "a"]
     assert out[1].fused == pytest.approx(-math.sqrt(2 - 2 * 0.7)) and out[0].local_similarity == 0.5
     with pytest.raises(InputError):
         rerank(names, scores, verified.__getitem__,
-               RerankConfig(shortlist=4, second_stage=3, fusion="learned", fusion_model=str(tmp_path / "no.json")))
+               RerankConfig(shortlist=4, first_stage="S", second_stage=3, fusion="learned", fusion_model=str(tmp_path / "no.json")))
     with pytest.raises(ConfigError):
         fused_score(0.5, 0.5, 0.5, "learned")
 

@@ -33,7 +33,7 @@ def test_first_stage_orders_by_s_or_inliers_and_keeps_the_tail() -> None:
         calls.append(n)
         return VERIFIED[n]
 
-    out = rerank(names, scores, verify, RerankConfig(shortlist=5, second_stage=0))
+    out = rerank(names, scores, verify, RerankConfig(shortlist=5, first_stage="S"))
     assert calls == ["a", "b", "c", "d", "e"]  # f is beyond the shortlist
     assert [c.name for c in out] == ["b", "d", "c", "a", "e", "f"]  # S; b and d tie: retrieval order
     out = rerank(names, scores, verify, RerankConfig(shortlist=5, first_stage="inliers", second_stage=0))
@@ -45,7 +45,7 @@ def test_first_stage_orders_by_s_or_inliers_and_keeps_the_tail() -> None:
 def test_second_stage_sorts_the_top_by_the_fused_score(fusion: str) -> None:
     names, scores = ["a", "b", "c", "d"], [0.9, 0.5, 0.7, 0.95]
     sim = {"a": 0.5, "b": 0.9, "c": 0.6, "d": 0.4}
-    out = rerank(names, scores, VERIFIED.__getitem__, RerankConfig(shortlist=4, second_stage=2, fusion=fusion),
+    out = rerank(names, scores, VERIFIED.__getitem__, RerankConfig(shortlist=4, first_stage="S", second_stage=2, fusion=fusion),
                  similarity=lambda n, v: sim[n])
     # first stage by S: b (0.30), d (0.30, tie -> retrieval order: b before d), c, a; second stage on b, d
     f = {n: fused_score(sim[n], VERIFIED[n].score, global_distance(s), fusion) for n, s in zip(names, scores,

@@ -97,8 +97,12 @@ def read_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
     Returns:
         ``(H, W, 3)`` RGB or ``(H, W)`` grey ``uint8`` array, EXIF orientation applied.
     """
-    path = Path(path)
-    img = _open(path)
+    return image_to_array(_open(Path(path)), grayscale)
+
+
+def image_to_array(img: Image.Image, grayscale: bool = False) -> np.ndarray:
+    """A decoded Pillow image as :func:`read_image` returns it: EXIF orientation applied, 8-bit ``(H, W, 3)``
+    RGB (transparency over white) or ``(H, W)`` grey."""
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF must not make a readable image unusable

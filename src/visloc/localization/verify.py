@@ -1,12 +1,17 @@
 """Verification stage: a ranked pairs file -> the same pairs re-ranked by geometric verification
 (``visloc verify``; Publication IV).
 
-For every query of the pairs file, its first ``shortlist`` database images (map images) are verified with
-the dense network (:mod:`visloc.verification.dense`: lattice matches, RANSAC inliers ``I``, cyclically
-consistent inliers ``C``, ``S``), the list re-sorted (:func:`visloc.verification.rerank.rerank`), and the top
-``second_stage`` re-sorted by ``S_F`` with ``S_L`` from the retrieval network's local features (the ``cnn``
-descriptor's network, the shipped one by default) and ``G`` from the retrieval scores (the pairs file's
-``.scores.json`` sidecar; 0 similarity without one).
+For every query of the pairs file, its first ``shortlist`` database images (map images) are verified and the
+list re-sorted (:func:`visloc.verification.rerank.rerank`). Two recipes (:data:`VERIFY_PRESETS`):
+
+* ``classical`` (the default, the best measured in ``docs/results/verification.md``): the query's local
+  features (the map's extractor) matched to each map image's by mutual nearest neighbours, a fundamental
+  matrix by RANSAC, the list sorted by the inlier count ``|I|``;
+* ``paper`` (Publication IV): the dense network's matches (:mod:`visloc.verification.dense`: lattice matches,
+  RANSAC inliers ``I``, cyclically consistent inliers ``C``, ``S``), then the top ``second_stage`` re-sorted by
+  ``S_F`` with ``S_L`` from the retrieval network's local features (the ``cnn`` descriptor's network, the
+  shipped one by default) and ``G`` from the retrieval scores (the pairs file's ``.scores.json`` sidecar; 0
+  similarity without one).
 
 The pair matches are computed once (dense: every shortlisted pair's forward and backward maps in batches) and
 stored in ``OUT.matches.h5`` (:mod:`visloc.verification.cache`, hloc pair keys), so that a rerun or another
@@ -48,13 +53,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    """Attributes:
+    """The defaults are the ``classical`` preset (:data:`VERIFY_PRESETS`): the map's local features, RANSAC inlier
+    count; Publication IV's dense ``S`` + ``S_F`` is the ``paper`` preset.
+
+    Attributes:
     rerank: shortlist and stage lengths, first-stage score, fusion.
     dense: the lattice, cyclic tolerance and RANSAC model of the dense verification (``matches="sparse"``
         uses its RANSAC model and ``beta`` = the lattice size too).
-    matches: ``dense`` (the network's maps) or ``sparse`` (the map's local features: the query's extracted
+    matches: ``sparse`` (default: the map's local features: the query's extracted
         with the map's extractor, mutual nearest neighbours, so every match is "consistent" and ``S`` reduces
-        to ``exp(-beta / |I|)``; the classical baseline, usually with ``first_stage="inliers"``).
+        to ``exp(-beta / |I|)``; the classical re-ranking, with ``first_stage="inliers"``) or ``dense`` (the
+        network's maps, Publication IV).
     model: the dense network (``None``: the shipped ``dense_tiny_world.pt``).
     image_size: longer side the dense network sees (0: its training size).
     retrieval_model: the retrieval network whose local features give ``S_L`` (``None``: the shipped one).
@@ -62,7 +71,7 @@ class VerifyConfig:
 
     rerank: RerankConfig = RerankConfig()
     dense: DenseVerificationConfig = DenseVerificationConfig()
-    matches: str = "dense"
+    matches: str = "sparse"
     model: str | None = None
     image_size: int = 0
     retrieval_model: str | None = None
@@ -70,6 +79,33 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if self.matches not in ("dense", "sparse"):
             raise ConfigError(f"matches must be dense or sparse, got {self.matches!r}")
+
+
+#: Named verification recipes (``visloc verify --preset``, ``--verify-preset``). ``classical`` is the default (the
+#: best measured: ``docs/results/verification.md``); ``paper`` is Publication IV (dense matches, ``S``, then ``S_F``
+#: on the top 5); ``paper-printed`` is the same with equation 3.4 as printed.
+VERIFY_PRESETS: dict[str, VerifyConfig] = {
+    "classical": VerifyConfig(),
+    "paper": VerifyConfig(rerank=RerankConfig(first_stage="S", second_stage=5), matches="dense"),
+    "paper-printed": VerifyConfig(rerank=RerankConfig(first_stage="S", second_stage=5, fusion="paper"),
+                                  matches="dense"),
+}
+
+
+def verify_preset(name: str, shortlist: int | None = None, **rerank: Any) -> VerifyConfig:
+    """The preset ``name`` with its shortlist and any :class:`RerankConfig` field given (``None`` keeps the
+    preset's).
+
+    Raises:
+        ConfigError: an unknown preset or a bad value.
+    """
+    if name not in VERIFY_PRESETS:
+        raise ConfigError(f"unknown verification preset {name!r}; known: {', '.join(VERIFY_PRESETS)}")
+    config = VERIFY_PRESETS[name]
+    changes = {k: v for k, v in rerank.items() if v is not None}
+    if shortlist is not None:
+        changes["shortlist"] = shortlist
+    return dataclasses.replace(config, rerank=dataclasses.replace(config.rerank, **changes))
 
 
 @dataclass(frozen=True)

@@ -33,16 +33,18 @@ STAGE1_SCORES = ("S", "inliers")
 class RerankConfig:
     """Attributes:
     shortlist: retrieved images verified per query (the rest keep their retrieval order behind them).
-    first_stage: ``S`` (Publication IV) or ``inliers`` (``|I|``, the classical inlier-count re-ranking).
-    second_stage: images of the first-stage list re-sorted by ``S_F`` (0: no second stage).
+    first_stage: ``inliers`` (``|I|``, the classical inlier-count re-ranking; the default, the best measured in
+        ``docs/results/verification.md``) or ``S`` (Publication IV, equation 3.3).
+    second_stage: images of the first-stage list re-sorted by ``S_F`` (0, the default: no second stage;
+        Publication IV: 5).
     fusion: ``monotone`` (default) or ``paper`` (:func:`~visloc.verification.scores.fused_score`), or
         ``learned`` (:class:`~visloc.verification.learned.FusionModel`).
     fusion_model: the ``learned`` fusion's JSON file (``None``: the shipped ``fusion_world.json``).
     """
 
     shortlist: int = 20
-    first_stage: str = "S"
-    second_stage: int = 5
+    first_stage: str = "inliers"
+    second_stage: int = 0
     fusion: str = "monotone"
     fusion_model: str | None = None
 
