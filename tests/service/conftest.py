@@ -30,6 +30,31 @@ def live() -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+#: Where the geo-referenced copy of the tiny map is put on the Earth (as tests/service/test_geopose.py).
+GEO_ORIGIN, GEO_HEADING = (60.1699, 24.9384, 25.0), 30.0
+
+
+@pytest.fixture(scope="session")
+def geo_map(tiny_map: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny map with ``georef.json`` (origin and heading), for ``/geopose`` and GPS priors."""
+    import shutil
+
+    from visloc.localization.georef import georeference_map
+
+    out = tmp_path_factory.mktemp("geomap") / "map"
+    shutil.copytree(tiny_map, out)
+    georeference_map(out, origin=GEO_ORIGIN, heading=GEO_HEADING)
+    return out
+
+
+@pytest.fixture(scope="module")
+def geo_server(geo_map: Path) -> Iterator[LiveServer]:
+    """One ready server of the geo-referenced tiny map for a test module."""
+    server = LiveServer(create_app(geo_map, SMALL_LIMITS)).start().wait_ready()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def map_server(tiny_map: Path) -> Iterator[LiveServer]:
     """One ready server of the tiny map for a test module."""

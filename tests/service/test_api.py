@@ -127,11 +127,13 @@ def test_openapi_describes_every_route_and_field(map_server: LiveServer) -> None
     assert set(paths) >= {"/v1/localize", "/v1/retrieve", "/v1/health", "/metrics"}
     assert set(paths["/v1/localize"]) == {"post"} and set(paths["/v1/health"]) == {"get"}
     form = paths["/v1/localize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"image", "camera", "model", "width", "height", "params", "method", "name"}
+    priors = {"prior_center", "prior_radius", "prior_lat", "prior_lon", "prior_h", "prior_accuracy"}
+    assert set(form["properties"]) == {"image", "camera", "model", "width", "height", "params", "method", "name",
+                                      "details"} | priors
     assert form["required"] == ["image"] and form["properties"]["image"]["format"] == "binary"
     assert all(p.get("description") for p in form["properties"].values())
     form = paths["/v1/retrieve"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"image", "num", "name"}
+    assert set(form["properties"]) == {"image", "num", "name"} | priors
     responses = paths["/v1/localize"]["post"]["responses"]
     assert set(responses) >= {"200", "413", "415", "422", "429", "503", "504"}
     answer = schema["components"]["schemas"]["LocalizeAnswer"]["properties"]

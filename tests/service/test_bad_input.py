@@ -4,9 +4,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import socket
 import struct
 import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -47,78 +52,209 @@ def _gif() -> bytes:
 
 GOOD_PNG = png_bytes(noise())
 GOOD_JPEG = jpeg_bytes(noise())
+HUGE_BODY = np.random.default_rng(1).integers(0, 256, 1_200_000, dtype=np.uint8).tobytes()
 
-#: (status, image bytes, form fields, a phrase of the message)
+
+def form(image: bytes | None, fields: dict[str, str], filename: str = "q.png") -> dict:
+    """httpx arguments of a multipart form with the image part (left out when ``None``) and text fields."""
+    files = {"image": (filename, image, "application/octet-stream")} if image is not None else {"name": (None, "q")}
+    return {"files": files, "data": fields}
+
+
+def raw(content: bytes, content_type: str | None) -> dict:
+    """httpx arguments of a body sent as it is."""
+    return {"content": content, "headers": {"content-type": content_type} if content_type else {}}
+
+
+def multipart(*parts: tuple[str, bytes, str | None]) -> dict:
+    """A multipart body written by hand: ``(name, data, filename or None)`` parts, in order (repeats allowed)."""
+    body = b""
+    for name, data, filename in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--b0undary\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return raw(body + b"--b0undary--\r\n", "multipart/form-data; boundary=b0undary")
+
+
+def geopose(**changes) -> dict:
+    """A GeoPoseReq of GOOD_PNG (64x48) with ``changes`` to its camera reading (``None`` removes a key)."""
+    reading = {"timestamp": 1, "sensorId": "cam", "sequenceNumber": 1, "imageFormat": "RGBA32", "size": [64, 48],
+               "imageBytes": base64.b64encode(GOOD_PNG).decode(), "params": {"model": "PINHOLE",
+                                                                            "modelParams": [50, 50, 32, 24]}}
+    reading.update(changes)
+    reading = {k: v for k, v in reading.items() if v is not None}
+    return {"id": "bad-1", "timestamp": 1, "type": "geopose", "sensors": [{"id": "cam", "type": "camera"}],
+            "sensorReadings": {"cameraReadings": [reading]}}
+
+
+def json_body(document) -> dict:
+    return raw(json.dumps(document).encode(), "application/json")
+
+
+LOCALIZE, RETRIEVE, GEOPOSE = "/v1/localize", "/v1/retrieve", "/geopose"
+CAM0 = "sensorReadings.cameraReadings[0]"
+
+#: Every kind of malformed request: (status, a phrase of the message, route, httpx arguments).
 CASES = {
-    "pixel count": (413, _png_bomb(1000, 1000), {"camera": "PINHOLE 1000 1000 900 900 499.5 499.5"},
-                    "1000x1000 pixels"),
-    "decompression bomb": (413, _png_bomb(30000, 30000, rows=16), {"camera": CAMERA}, "pixels"),
-    "text file": (415, b"hello, this is not an image", {"camera": CAMERA}, "not a JPEG or PNG"),
-    "GIF": (415, _gif(), {"camera": CAMERA}, "not a JPEG or PNG"),
-    "empty image": (422, b"", {"camera": CAMERA}, "empty"),
-    "truncated JPEG": (422, GOOD_JPEG[: len(GOOD_JPEG) // 2], {"camera": CAMERA}, "truncated"),
-    "truncated PNG": (422, GOOD_PNG[: len(GOOD_PNG) // 2], {"camera": CAMERA}, "truncated"),
-    "JPEG header only": (422, GOOD_JPEG[:200], {"camera": CAMERA}, "image header: truncated"),
-    "NaN intrinsics": (422, GOOD_PNG, {"camera": "PINHOLE 64 48 nan 50 31.5 23.5"}, "finite"),
-    "infinite intrinsics": (422, GOOD_PNG, {"camera": "PINHOLE 64 48 inf 50 31.5 23.5"}, "finite"),
-    "negative focal length": (422, GOOD_PNG, {"camera": "PINHOLE 64 48 -50 50 31.5 23.5"}, "focal length"),
-    "negative size": (422, GOOD_PNG, {"camera": "PINHOLE -64 48 50 50 31.5 23.5"}, "size"),
-    "NaN field": (422, GOOD_PNG, {"model": "PINHOLE", "width": "64", "height": "48", "params": "50 nan 31.5 23.5"},
-                  "finite"),
-    "unknown model": (422, GOOD_PNG, {"camera": "FISHEYE 64 48 50"}, "unknown camera model"),
-    "too few parameters": (422, GOOD_PNG, {"camera": "PINHOLE 64 48 50"}, "4 parameters"),
-    "fields missing": (422, GOOD_PNG, {"model": "PINHOLE", "width": "64"}, "missing: height, params"),
-    "both camera kinds": (422, GOOD_PNG, {"camera": CAMERA, "model": "PINHOLE"}, "not both"),
-    "size mismatch": (422, GOOD_PNG, {"camera": "PINHOLE 640 480 500 500 319.5 239.5"}, "640x480 but the image is 64x48"),
-    "no intrinsics": (422, GOOD_PNG, {}, "no intrinsics"),
-    "no image": (422, None, {"camera": CAMERA}, "missing form field(s): image"),
-    "unknown field": (422, GOOD_PNG, {"camera": CAMERA, "focal": "50"}, "unknown form field 'focal'"),
-    "unknown method": (422, GOOD_PNG, {"camera": CAMERA, "method": "magic"}, "magic"),
-    "long field": (413, GOOD_PNG, {"camera": CAMERA, "name": "x" * 5000}, "longer than"),
+    # images
+    "header-declared pixel count": (413, "1000x1000 pixels", LOCALIZE,
+                                    form(_png_bomb(1000, 1000), {"camera": "PINHOLE 1000 1000 900 900 499.5 499.5"})),
+    "PNG decompression bomb": (413, "pixels", LOCALIZE, form(_png_bomb(30000, 30000, rows=16), {"camera": CAMERA})),
+    "plain text as image": (415, "not a JPEG or PNG", LOCALIZE, form(b"hello, this is not an image", {"camera": CAMERA})),
+    "GIF": (415, "not a JPEG or PNG", LOCALIZE, form(_gif(), {"camera": CAMERA})),
+    "zero-byte file": (422, "empty", LOCALIZE, form(b"", {"camera": CAMERA})),
+    "truncated JPEG": (422, "truncated", LOCALIZE, form(GOOD_JPEG[: len(GOOD_JPEG) // 2], {"camera": CAMERA})),
+    "truncated PNG": (422, "truncated", LOCALIZE, form(GOOD_PNG[: len(GOOD_PNG) // 2], {"camera": CAMERA})),
+    "JPEG header only": (422, "image header: truncated", LOCALIZE, form(GOOD_JPEG[:200], {"camera": CAMERA})),
+    "GIF to retrieve": (415, "not a JPEG or PNG", RETRIEVE, form(b"GIF89a", {})),
+    # intrinsics
+    "NaN intrinsics": (422, "finite", LOCALIZE, form(GOOD_PNG, {"camera": "PINHOLE 64 48 nan 50 31.5 23.5"})),
+    "infinite intrinsics": (422, "finite", LOCALIZE, form(GOOD_PNG, {"camera": "PINHOLE 64 48 inf 50 31.5 23.5"})),
+    "negative focal length": (422, "focal length", LOCALIZE,
+                              form(GOOD_PNG, {"camera": "PINHOLE 64 48 -50 50 31.5 23.5"})),
+    "negative size": (422, "size", LOCALIZE, form(GOOD_PNG, {"camera": "PINHOLE -64 48 50 50 31.5 23.5"})),
+    "NaN field by field": (422, "finite", LOCALIZE, form(GOOD_PNG, {"model": "PINHOLE", "width": "64", "height": "48",
+                                                                    "params": "50 nan 31.5 23.5"})),
+    "unknown camera model": (422, "unknown camera model", LOCALIZE, form(GOOD_PNG, {"camera": "FISHEYE 64 48 50"})),
+    "wrong parameter count": (422, "4 parameters", LOCALIZE, form(GOOD_PNG, {"camera": "PINHOLE 64 48 50"})),
+    "intrinsics fields missing": (422, "missing: height, params", LOCALIZE,
+                                  form(GOOD_PNG, {"model": "PINHOLE", "width": "64"})),
+    "both camera kinds": (422, "not both", LOCALIZE, form(GOOD_PNG, {"camera": CAMERA, "model": "PINHOLE"})),
+    "intrinsics size is not the image's": (422, "640x480 but the image is 64x48", LOCALIZE,
+                                           form(GOOD_PNG, {"camera": "PINHOLE 640 480 500 500 319.5 239.5"})),
+    "no intrinsics, no EXIF": (422, "no intrinsics", LOCALIZE, form(GOOD_PNG, {})),
+    # the form
+    "missing image": (422, "missing form field(s): image", LOCALIZE, form(None, {"camera": CAMERA})),
+    "unknown field": (422, "unknown form field 'focal'", LOCALIZE, form(GOOD_PNG, {"camera": CAMERA, "focal": "50"})),
+    "duplicate field": (422, "'camera' is given twice", LOCALIZE,
+                        multipart(("image", GOOD_PNG, "q.png"), ("camera", CAMERA.encode(), None),
+                                  ("camera", CAMERA.encode(), None))),
+    "non-UTF-8 field": (422, "not UTF-8", LOCALIZE,
+                        multipart(("image", GOOD_PNG, "q.png"), ("camera", b"PINHOLE \xff\xfe 48", None))),
+    "text field sent as a file": (422, "is text, not a file", LOCALIZE,
+                                  multipart(("image", GOOD_PNG, "q.png"), ("camera", CAMERA.encode(), "cam.txt"))),
+    "field over 4 KiB": (413, "longer than", LOCALIZE, form(GOOD_PNG, {"camera": CAMERA, "name": "x" * 5000})),
+    "unknown method": (422, "magic", LOCALIZE, form(GOOD_PNG, {"camera": CAMERA, "method": "magic"})),
+    "num out of range": (422, "between 1 and 100", RETRIEVE, form(GOOD_PNG, {"num": "101"})),
+    "num not an integer": (422, "must be an integer", RETRIEVE, form(GOOD_PNG, {"num": "two"})),
+    "bad prior": (422, "'prior_radius' (map units) must be positive", RETRIEVE,
+                  form(GOOD_PNG, {"prior_center": "1 2 3", "prior_radius": "0"})),
+    # the body
+    "JSON to the form route": (415, "multipart/form-data, not application/json", LOCALIZE, json_body({"camera": CAMERA})),
+    "no Content-Type": (415, "no Content-Type", LOCALIZE, raw(b"image=1", None)),
+    "urlencoded form": (415, "not application/x-www-form-urlencoded", LOCALIZE,
+                        raw(b"camera=x", "application/x-www-form-urlencoded")),
+    "multipart without boundary": (422, "boundary", LOCALIZE, raw(b"", "multipart/form-data")),
+    "garbage multipart": (422, "a part without 'Content-Disposition", LOCALIZE,
+                          raw(b"--x\r\ngarbage", "multipart/form-data; boundary=x")),
+    "huge multipart body": (413, "limit of 1000000 bytes", LOCALIZE, form(HUGE_BODY, {"camera": CAMERA})),
+    "huge body, no Content-Length": (413, "limit of 1000000 bytes", LOCALIZE,
+                                     {"content": [b"x" * 600_000, b"y" * 600_000],
+                                      "headers": {"content-type": "multipart/form-data; boundary=x"}}),
+    # GeoPose
+    "GeoPose: invalid JSON": (422, "not valid JSON", GEOPOSE, raw(b'{"id": "x", "sensorReadings": ', "application/json")),
+    "GeoPose: not JSON": (415, "application/json, not multipart/form-data", GEOPOSE, form(GOOD_PNG, {})),
+    "GeoPose: empty body": (422, "empty", GEOPOSE, raw(b"", "application/json")),
+    "GeoPose: not UTF-8": (422, "not UTF-8", GEOPOSE, raw(b'{"id": "\xff"}', "application/json")),
+    "GeoPose: an array": (422, "GeoPoseReq: must be a JSON object, got an array", GEOPOSE, json_body([1, 2])),
+    "GeoPose: base64 garbage": (422, f"{CAM0}.imageBytes: is not valid base64", GEOPOSE,
+                                json_body(geopose(imageBytes="%%% not base64 %%%"))),
+    "GeoPose: truncated PNG": (422, f"{CAM0}.imageBytes: ", GEOPOSE,
+                               json_body(geopose(imageBytes=base64.b64encode(GOOD_PNG[:300]).decode(), imageFormat="PNG"))),
+    "GeoPose: NaN intrinsics": (422, f"{CAM0}.params.modelParams: must be finite", GEOPOSE,
+                                json_body(geopose(params={"model": "PINHOLE", "modelParams": [50, float("nan"), 32, 24]}))),
+    "GeoPose: missing params": (422, f"{CAM0}.params: is required", GEOPOSE, json_body(geopose(params=None))),
+    "GeoPose: missing id": (422, "id: is required", GEOPOSE, json_body({k: v for k, v in geopose().items() if k != "id"})),
 }
 
 
+def _send(server: LiveServer, route: str, request: dict) -> httpx.Response:
+    request = dict(request)
+    if isinstance(request.get("content"), list):
+        request["content"] = iter(request["content"])
+    return httpx.post(server.url + route, timeout=60, **request)
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_localize_request(map_server: LiveServer, case: str) -> None:
-    status, image, fields, phrase = CASES[case]
-    r = post(map_server.url, "/v1/localize", image, fields)
+def test_bad_request(geo_server: LiveServer, case: str) -> None:
+    """Each kind of malformed request gets its 4xx and a message that says what is wrong."""
+    status, phrase, route, request = CASES[case]
+    r = _send(geo_server, route, request)
     assert r.status_code == status, r.text
     assert phrase in r.json()["detail"], r.json()
 
 
-def test_bad_retrieve_request(map_server: LiveServer) -> None:
-    for num, phrase in (("0", "between 1 and 100"), ("101", "between 1 and 100"), ("two", "integer")):
-        r = post(map_server.url, "/v1/retrieve", GOOD_PNG, {"num": num})
-        assert r.status_code == 422 and phrase in r.json()["detail"]
-    assert post(map_server.url, "/v1/retrieve", b"GIF89a", {}).status_code == 415
+def test_the_table_is_long_enough() -> None:
+    assert len(CASES) >= 20 and len({route for _, _, route, _ in CASES.values()}) == 3
 
 
-def test_bad_bodies(map_server: LiveServer) -> None:
-    url = map_server.url + "/v1/localize"
-    too_big = np.random.default_rng(1).integers(0, 256, 1_200_000, dtype=np.uint8).tobytes()
-    r = httpx.post(url, files={"image": ("q.png", too_big)}, data={"camera": CAMERA}, timeout=30)
-    assert r.status_code == 413 and "limit of 1000000 bytes" in r.json()["detail"]
-    r = httpx.post(url, json={"camera": CAMERA})
-    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
-    r = httpx.post(url, content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"})
-    assert r.status_code == 422, r.text
-    r = httpx.post(url, content=b"", headers={"content-type": "multipart/form-data"})
-    assert r.status_code == 422 and "boundary" in r.json()["detail"]
-    # a body longer than declared in no Content-Length: streamed in chunks, cut at the limit
-    r = httpx.post(url, content=iter([b"x" * 600_000, b"y" * 600_000]),
-                   headers={"content-type": "multipart/form-data; boundary=x"}, timeout=30)
-    assert r.status_code == 413
-    assert httpx.get(map_server.url + "/v1/localize").status_code == 405
-
-
-def test_server_still_answers_after_bad_requests(map_server: LiveServer, tiny_world: Path) -> None:
-    for case in CASES.values():
-        post(map_server.url, "/v1/localize", case[1], case[2])
-    assert httpx.get(map_server.url + "/v1/health").status_code == 200
+def test_server_still_answers_after_bad_requests(geo_server: LiveServer, tiny_world: Path) -> None:
+    """Every malformed request again, then a normal one in each API: answered, and no 5xx was ever seen."""
+    statuses = [_send(geo_server, route, request).status_code for _, _, route, request in CASES.values()]
+    assert all(400 <= s < 500 for s in statuses), statuses
+    assert httpx.get(geo_server.url + "/v1/localize").status_code == 405
+    assert httpx.get(geo_server.url + "/v1/health").status_code == 200
     frame = load_frames(tiny_world, split="test").frames[0]
-    assert client.localize(map_server.url, read_image(frame.image_path), frame.camera).localized
-    metrics = httpx.get(map_server.url + "/metrics").text
-    assert 'route="/v1/localize",status="500"' not in metrics and "visloc_queue_depth 0.0" in metrics
+    assert client.localize(geo_server.url, read_image(frame.image_path), frame.camera).localized
+    body = geopose(imageBytes=base64.b64encode(frame.image_path.read_bytes()).decode(), size=None,
+                   params={"model": "PINHOLE", "modelParams": [p + (0.5 if i >= 2 else 0.0)
+                                                               for i, p in enumerate(frame.camera.params)]})
+    assert httpx.post(geo_server.url + "/geopose", json=body, timeout=60).status_code == 200
+    metrics = httpx.get(geo_server.url + "/metrics").text
+    answered = [line for line in metrics.splitlines() if line.startswith("visloc_requests_total{")]
+    assert answered and not [line for line in answered if 'status="5' in line], answered
+    assert "visloc_queue_depth 0.0" in metrics and "visloc_requests_running 0.0" in metrics
+
+
+def test_slow_loris_upload_gets_408_and_others_are_answered(live) -> None:
+    """A client that sends its headers and then trickles the body in, slower than the body deadline: the
+    server answers 408 and closes the connection, and answers other requests meanwhile."""
+    server = live(engine_factory(FakeEngine()), ServiceConfig(body_timeout_s=1.0, queue_size=2)).wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                 b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n--b0undary\r\n")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        try:
+            while not stop.wait(0.2):
+                sock.sendall(b"x")
+        except OSError:  # the server closed the connection
+            pass
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    start = time.monotonic()
+    trickler.start()
+    try:
+        # others are answered while the slow body trickles in
+        for _ in range(3):
+            r = post(server.url, "/v1/localize", GOOD_PNG, {"camera": CAMERA})
+            assert r.status_code == 200, r.text
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection without an answer"
+            answer += chunk
+        elapsed = time.monotonic() - start
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"did not arrive within the server's 1 s" in answer or b"did not arrive" in sock.recv(65536)
+        assert 0.9 < elapsed < 5.0, elapsed
+        # the connection is closed: nothing more is read from it
+        sock.settimeout(5)
+        while True:
+            try:
+                if not sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+    finally:
+        stop.set()
+        trickler.join(5)
+        sock.close()
+    assert post(server.url, "/v1/localize", GOOD_PNG, {"camera": CAMERA}).status_code == 200
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'route="/v1/localize",status="408"' in metrics and 'status="5' not in metrics
+    assert "visloc_queue_depth 0.0" in metrics
 
 
 def test_token(live) -> None:

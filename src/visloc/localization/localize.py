@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: ``auto`` picks ``pnp`` on maps with 3D points, else ``essential``.
 AUTO = "auto"
+#: The status of a query whose position prior leaves no database image to retrieve.
+NO_IMAGE_WITHIN_PRIOR = "no database image within the prior"
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,11 @@ class Localizer:
             self.matcher = PairMatcher(self.map, config.matching)
         self.points_only = self.estimator.points_only(self.map)
 
-    def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query") -> QueryResult:
-        """Localize one ``(H, W, 3)`` uint8 image taken with ``camera``."""
-        return self.localize_with_evidence(image, camera, name)[0]
+    def localize_image(self, image: np.ndarray, camera: Camera, name: str = "query",
+                       within: Collection[str] | None = None) -> QueryResult:
+        """Localize one ``(H, W, 3)`` uint8 image taken with ``camera``; ``within``: retrieve only among these
+        database images (a position prior, :func:`~visloc.localization.prior.names_within_radius`)."""
+        return self.localize_with_evidence(image, camera, name, within=within)[0]
 
     def localize_with_evidence(
         self,
@@ -142,6 +146,7 @@ class Localizer:
         retrieved: tuple[list[str], list[float]] | None = None,
         features: LocalFeatures | None = None,
         matches: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        within: Collection[str] | None = None,
     ) -> tuple[QueryResult, QueryEvidence]:
         """Localize one query; each stage's output may be given instead of computed.
 
@@ -152,10 +157,15 @@ class Localizer:
             retrieved: ranked database names and scores (e.g. from a pairs file); default: retrieval.
             features: the query's local features; default: extracted when needed.
             matches: ``{db: ((M, 2) pairs, (M,) scores)}``; default: matched when needed.
+            within: retrieval searches only these database images (a position prior; ignored with
+                ``retrieved``); empty: not localized, status :data:`NO_IMAGE_WITHIN_PRIOR`.
 
         Returns:
             The result and the evidence the estimator saw (features, matches, global descriptor).
         """
+        if within is not None and retrieved is None and not within:
+            return (QueryResult(name=name, pose=None, status=NO_IMAGE_WITHIN_PRIOR, method=self.method),
+                    QueryEvidence(name, camera, [], None, {}, {}, None))
         timings: dict[str, float] = {}
         t = time.perf_counter()
         need_features = (self.estimator.needs_local_features and self.dense is None) or (
@@ -168,7 +178,7 @@ class Localizer:
         timings["extract"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        names, scores = retrieved if retrieved is not None else self.retriever(gdesc, name)
+        names, scores = retrieved if retrieved is not None else self.retriever(gdesc, name, within)
         timings["retrieve"] = time.perf_counter() - t
 
         t = time.perf_counter()

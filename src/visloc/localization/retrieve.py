@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class Retriever:
         self.map = map_
         self.config = config
         self.descriptor = map_.descriptor
+        self._rows: dict[str, int] | None = None
 
     @property
     def needs_local_features(self) -> bool:
@@ -110,21 +111,43 @@ class Retriever:
             features = self.map.extractor(image)
         return self.descriptor(image, features)
 
-    def __call__(self, descriptor: np.ndarray, name: str | None = None) -> tuple[list[str], list[float]]:
-        """Ranked database names and their scores for one raw ``(D,)`` query descriptor."""
+    def rows_of(self, names: Iterable[str]) -> np.ndarray:
+        """The index rows of database ``names`` (names not in the map are left out), sorted."""
+        if self._rows is None:
+            self._rows = {n: i for i, n in enumerate(self.map.index.names)}
+        return np.array(sorted({self._rows[n] for n in names if n in self._rows}), dtype=np.int64)
+
+    def __call__(self, descriptor: np.ndarray, name: str | None = None,
+                 within: Collection[str] | None = None) -> tuple[list[str], list[float]]:
+        """Ranked database names and their scores for one raw ``(D,)`` query descriptor.
+
+        Args:
+            within: search only these database images (a position prior,
+                :func:`~visloc.localization.prior.names_within_radius`); ``None``: all of them. The
+                neighbours of query expansion come from them too; empty: nothing is retrieved.
+        """
         cfg = self.config
         dense = bool(getattr(self.descriptor, "has_feature_maps", False)) and cfg.rerank > 0
         k = max(cfg.num_retrieved, cfg.rerank if dense else 0)
+        rows = None if within is None else self.rows_of(within)
+        if rows is not None and not len(rows):
+            return [], []
         query = index_vectors(self.descriptor, descriptor[None])
         if cfg.query_expansion:
             index = self.map.index
-            _, idx = index.search(query, cfg.query_expansion + int(cfg.exclude_self))
-            rows = [int(j) for j in idx[0] if j >= 0 and not (cfg.exclude_self and index.names[j] == name)]
-            rows = rows[: cfg.query_expansion]
-            if rows:
-                query = aqe(query, self.map.index.vectors(rows), np.arange(len(rows))[None], len(rows), cfg.qe_alpha)
-        ranked = [(db, s) for _, db, s in pairs_from_retrieval(
-            [name or ""], query, self.map.index, k, cfg.exclude_self)]
+            _, idx = index.search(query, cfg.query_expansion + int(cfg.exclude_self), rows=rows)
+            rows_qe = [int(j) for j in idx[0] if j >= 0 and not (cfg.exclude_self and index.names[j] == name)]
+            rows_qe = rows_qe[: cfg.query_expansion]
+            if rows_qe:
+                query = aqe(query, self.map.index.vectors(rows_qe), np.arange(len(rows_qe))[None], len(rows_qe),
+                            cfg.qe_alpha)
+        if rows is None:
+            ranked = [(db, s) for _, db, s in pairs_from_retrieval(
+                [name or ""], query, self.map.index, k, cfg.exclude_self)]
+        else:
+            scores, idx = self.map.index.search(query, k + int(cfg.exclude_self), rows=rows)
+            ranked = [(self.map.index.names[j], float(s)) for j, s in zip(idx[0], scores[0], strict=True) if j >= 0]
+            ranked = [(db, s) for db, s in ranked if not (cfg.exclude_self and db == name)][:k]
         if dense and ranked:
             names = [db for db, _ in ranked]
             counts = self.descriptor.rerank_scores(np.stack([self.map.global_descriptor(db) for db in names]),

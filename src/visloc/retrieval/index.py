@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivfpq")
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns (and clusters poorly)
+#: A restricted search of an ivfpq index scores up to this many allowed rows exhaustively.
+EXACT_RESTRICTED_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ class GlobalIndex:
             self.index.add(descriptors)
             self.names.extend(names)
 
-    def search(self, queries: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, block: int = 1024,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` database rows for each query.
 
         Memory is bounded per block of ``block`` queries (see the module docstring); an ``ivfpq``
@@ -266,11 +269,18 @@ class GlobalIndex:
         Args:
             queries: ``(M, D)`` float32.
             k: neighbours per query (clipped to the database size).
+            rows: search only these database rows (a position prior); ``None``: all. A flat index
+                searches them exactly through a FAISS ``IDSelectorBatch``; an ``ivfpq`` index scores at
+                most :data:`EXACT_RESTRICTED_ROWS` of them exhaustively (their indexed approximations:
+                no inverted list is missed), more through the selector within its :attr:`nprobe` lists.
+                Fewer than ``k`` allowed rows leave ``-1`` indices.
 
         Returns:
             ``scores (M, k)`` (inner products, descending) and ``indices (M, k)`` into :attr:`names`.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if rows is not None:
+            return self._search_rows(queries, k, np.unique(np.asarray(rows, dtype=np.int64).reshape(-1)))
         k = min(k, len(self))
         scores, indices = [], []
         for start in range(0, len(queries), block):
@@ -280,6 +290,38 @@ class GlobalIndex:
         if not scores:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(scores), np.concatenate(indices)
+
+    def _search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self)):
+            raise ValueError(f"rows must be in [0, {len(self)}), got {rows[0]} .. {rows[-1]}")
+        k = max(min(k, len(self)), 0)
+        scores = np.full((len(queries), k), -np.finfo(np.float32).max, np.float32)
+        indices = np.full((len(queries), k), -1, np.int64)
+        if not len(rows) or not len(queries) or not k:
+            return scores, indices
+        ivf = _ivf(self.index)
+        if ivf is None or len(rows) <= EXACT_RESTRICTED_ROWS:
+            if ivf is None:
+                params: faiss.SearchParameters = faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows))
+                s, i = self.index.search(queries, k, params=params)
+                return _inner_products(self.index, s), i
+            sims = queries @ self.vectors(rows).T  # (M, R): every allowed row scored
+            top = min(k, len(rows))
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
+            scores[:, :top] = np.take_along_axis(sims, order, axis=1)
+            indices[:, :top] = rows[order]
+            return scores, indices
+        try:  # version-sensitive: IndexIVFPQR (re-ranking) refuses selectors
+            params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(rows), nprobe=int(ivf.nprobe))
+            s, i = self.index.search(queries, k, params=params)
+            return _inner_products(self.index, s), i
+        except RuntimeError:
+            s, i = self.search(queries, len(self))  # the whole ranking, filtered
+            keep = np.isin(i, rows)
+            for m in range(len(queries)):
+                found = np.flatnonzero(keep[m])[:k]
+                scores[m, : len(found)], indices[m, : len(found)] = s[m, found], i[m, found]
+            return scores, indices
 
     def nbytes(self) -> int:
         """Size of the serialised index in bytes (what :meth:`save` writes)."""

@@ -1,13 +1,16 @@
 """The web app: :func:`create_app` builds a FastAPI app over an engine that loads in the background.
 
 Routes: ``POST /v1/localize``, ``POST /v1/retrieve``, ``GET /v1/health`` (503 until the engine is loaded),
-``GET /metrics`` (Prometheus text). More routes plug in on the returned app (``app.include_router``); they
+``GET /metrics`` (Prometheus text); the web page (``GET /``) and the routes it reads (``GET /v1/map``,
+``GET /v1/images/{name}``) are added by :func:`~visloc.service.page.add_page_routes`. More routes plug in on the returned app (``app.include_router``); they
 reach the engine, the work pool, the metrics and the config through ``request.app.state.service``
 (:class:`ServiceState`) and answer errors by raising :class:`~visloc.service.errors.RequestError`.
 
 A request is checked in this order: token (401), engine loaded (503), a place in the queue (429), body
-size (413), form (415 / 422), intrinsics (422), image header and pixel count (415 / 413), decoding (422),
-then it runs in a worker within the deadline (504). Nothing is written to disk.
+size (413) and body deadline (408), form (415 / 422), intrinsics and prior (422), image header and pixel
+count (415 / 413), decoding (422), then it runs in a worker within the deadline (504). Nothing is written
+to disk. ``POST /geopose`` (geo-referenced maps) is added by
+:func:`~visloc.service.geopose_routes.add_geopose_routes` and goes the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import ConfigError
@@ -33,6 +37,7 @@ from ..localization.localize import LocalizeConfig
 from .config import ServiceConfig
 from .engine import Engine, MapEngine
 from .errors import RequestError, invalid, too_large
+from .geopose_routes import add_geopose_routes
 from .inputs import (
     LOCALIZE_FIELDS,
     RETRIEVE_FIELDS,
@@ -44,7 +49,9 @@ from .inputs import (
     query_camera,
 )
 from .metrics import MetricsMiddleware, ServiceMetrics
+from .page import add_page_routes, localize_in_worker, parse_details
 from .pool import Ticket, WorkPool
+from .priors import bind_within, candidates, parse_prior, prior_answer
 from .schemas import ErrorAnswer, HealthAnswer, LocalizeAnswer, RetrieveAnswer, RetrievedImage
 
 logger = logging.getLogger(__name__)
@@ -73,6 +80,12 @@ class ServiceState:
     engine: Engine | None = None
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: The dependencies of every work route: the bearer-token check when the server has a token.
+    auth: list[Any] = field(default_factory=list)
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body within the server's size limit (413) and body deadline (408)."""
+        return await read_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
 
     def require_engine(self) -> Engine:
         if self.engine is None:
@@ -103,7 +116,8 @@ def create_app(
         factory = lambda: MapEngine(map_dir, localize_config)  # noqa: E731
     else:
         factory = engine
-    state = ServiceState(config, WorkPool(config.workers, config.capacity, config.retry_after_s), ServiceMetrics())
+    state = ServiceState(config, WorkPool(config.workers, config.capacity, config.retry_after_s), ServiceMetrics(),
+                         auth=_auth(config))
     state.metrics.track(lambda: state.pool.waiting, lambda: state.pool.running,
                         lambda: float(state.engine is not None))
 
@@ -124,6 +138,8 @@ def create_app(
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(Exception, _unexpected_error)
     _add_routes(app, state)
+    add_geopose_routes(app)  # POST /geopose for geo-referenced maps (service/geopose_routes.py)
+    add_page_routes(app)  # GET /, /static/*, /v1/map, /v1/images/*: the web page (service/page.py)
     return app
 
 
@@ -161,9 +177,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(500, f"internal error ({type(exc).__name__}); see the server's log")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes (from
-    ``Content-Length`` before anything is read, else while it streams in)."""
+    ``Content-Length`` before anything is read, else while it streams in), and with 408 (closing the
+    connection) when it has not all arrived ``timeout_s`` seconds after reading began: uvicorn's own
+    timeouts do not cover a body trickled in slowly (slow loris)."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -173,11 +191,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         if declared > limit:
             raise too_large(f"the request body is {declared} bytes, more than the server's limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"the request body is more than the server's limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"the request body is more than the server's limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within the server's {timeout_s:g} s "
+                                f"({size} bytes came)", {"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise RequestError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -199,14 +224,14 @@ def _auth(config: ServiceConfig) -> list[Any]:
 
 def _add_routes(app: FastAPI, state: ServiceState) -> None:
     config = state.config
-    auth = _auth(config)
+    auth = state.auth
 
     async def upload(request: Request, fields: tuple) -> tuple[Ticket, dict]:
         """Admit the request and read its form (the caller releases the ticket unless it ran)."""
         state.require_engine()
         ticket = state.pool.admit()
         try:
-            body = await read_body(request, config.max_body_bytes)
+            body = await state.read_body(request)
             form = parse_form(request.headers.get("content-type"), body, fields)
         except BaseException:
             ticket.release()
@@ -229,11 +254,15 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         try:
             given = parse_camera(form)
             name, method = form.get("name") or "query", form.get("method") or None
+            details = parse_details(form)
+            prior = parse_prior(form, getattr(state.require_engine(), "georef", None))
+            within = candidates(state.require_engine(), prior)
             image, decode_s = await decode_upload(form)
             camera, source = query_camera(given, image)
-            engine = state.require_engine()
-            result, waited = await state.pool.run(
-                ticket, lambda: engine.localize(image.pixels, camera, name, method), start + config.timeout_s,
+            engine = bind_within(state.require_engine(), within)
+            (result, matches), waited = await state.pool.run(
+                ticket, lambda: localize_in_worker(engine, image.pixels, camera, name, method, details),
+                start + config.timeout_s,
                 config.timeout_s)
         finally:
             if not ticket.submitted:
@@ -241,7 +270,11 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         timings = {"decode": decode_s, "queue": waited, **result.timings, "total": time.perf_counter() - start}
         state.metrics.observe_stages("/v1/localize", timings)
         state.metrics.localizations.labels(str(result.pose is not None).lower()).inc()
-        return LocalizeAnswer.of(result, camera, source, timings)
+        answer = LocalizeAnswer.of(result, camera, source, timings)
+        answer.prior = prior_answer(prior, within)
+        if matches is not None:  # details=true: the answer and the matches the web page draws
+            return JSONResponse({**answer.model_dump(mode="json"), "details": matches})  # type: ignore[return-value]
+        return answer
 
     @app.post("/v1/retrieve", response_model=RetrieveAnswer, responses=_ERRORS, dependencies=auth,
               openapi_extra={"requestBody": form_schema(RETRIEVE_FIELDS)}, summary="Retrieve similar map images")
@@ -252,8 +285,10 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         try:
             num = parse_int(form, "num", 1, config.max_retrieve)
             name = form.get("name") or "query"
+            prior = parse_prior(form, getattr(state.require_engine(), "georef", None))
+            within = candidates(state.require_engine(), prior)
             image, decode_s = await decode_upload(form)
-            engine = state.require_engine()
+            engine = bind_within(state.require_engine(), within)
             ((names, scores), retrieve_s), waited = await state.pool.run(
                 ticket, lambda: _timed(lambda: engine.retrieve(image.pixels, name, num)), start + config.timeout_s,
                 config.timeout_s)
@@ -262,7 +297,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 ticket.release()
         timings = {"decode": decode_s, "queue": waited, "retrieve": retrieve_s, "total": time.perf_counter() - start}
         state.metrics.observe_stages("/v1/retrieve", timings)
-        return RetrieveAnswer(name=name, timings=timings,
+        return RetrieveAnswer(name=name, timings=timings, prior=prior_answer(prior, within),
                               retrieved=[RetrievedImage(name=n, score=float(s)) for n, s in zip(names, scores, strict=True)])
 
     @app.get("/v1/health", response_model=HealthAnswer, summary="Readiness",

@@ -41,8 +41,12 @@ def serve(
                                              "(a request may ask for another).")] = "auto",
     workers: Annotated[int, typer.Option(help="Worker threads that run the localizer (its calls are serialized).")]
     = 1,
-    queue_size: Annotated[int, typer.Option(help="Requests waiting beyond the running ones; more get 429.")] = 8,
+    queue_size: Annotated[int, typer.Option(
+        help="Requests waiting beyond the running ones; more get 429 (a short queue keeps the answered requests' "
+             "latency bounded: docs/results/service.md).")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds per request before a 504.")] = 30.0,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a request has to send its whole body; slower gets 408 and the connection closed.")] = 30.0,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB; larger gets 413.")] = 20.0,
     max_megapixels: Annotated[float, typer.Option(help="Largest image in megapixels; larger gets 413.")] = 40.0,
     token_file: Annotated[Path | None, typer.Option(
@@ -64,7 +68,8 @@ def serve(
             raise ConfigError(f"{option} must be a positive number, got {value}")
     config = ServiceConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1e6),
                            workers=workers, queue_size=queue_size,
-                           timeout_s=timeout, token=read_token(token_file) if token_file else None)
+                           timeout_s=timeout, body_timeout_s=body_timeout,
+                           token=read_token(token_file) if token_file else None)
     failures: list[BaseException] = []
 
     def stop(error: BaseException) -> None:

@@ -21,6 +21,9 @@ class ServiceConfig:
     timeout_s: seconds from the start of a request to its answer; later is 504 (the work itself is not
         interrupted: it finishes in its worker and holds its place in the queue until then).
     retry_after_s: the ``Retry-After`` of a 429, in seconds.
+    body_timeout_s: seconds a request has to send its whole body once the server starts reading it; later
+        is 408 and the connection is closed (a body trickled in slowly, slow loris, holds a place in the
+        queue at most this long).
     max_retrieve: the largest ``num`` a ``/v1/retrieve`` request may ask for.
     token: the bearer token every ``/v1/localize`` and ``/v1/retrieve`` request must carry (``None``: no
         authentication). It is compared in constant time and never logged.
@@ -29,10 +32,11 @@ class ServiceConfig:
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     workers: int = 1
-    queue_size: int = 8
+    queue_size: int = 1
     timeout_s: float = 30.0
     retry_after_s: int = 1
     max_retrieve: int = 100
+    body_timeout_s: float = 30.0
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +48,9 @@ class ServiceConfig:
             raise ConfigError(f"ServiceConfig.queue_size must be an integer >= 0, got {self.queue_size!r}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f"ServiceConfig.timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
+        if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
+            raise ConfigError("ServiceConfig.body_timeout_s must be a positive number of seconds, "
+                              f"got {self.body_timeout_s!r}")
         if self.token is not None and (not self.token or self.token != self.token.strip()):
             raise ConfigError("ServiceConfig.token must be a non-empty string without surrounding whitespace")
 

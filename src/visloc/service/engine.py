@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,15 +18,24 @@ import numpy as np
 
 from ..errors import VislocError
 from ..geometry.camera import Camera
+from ..geometry.geo import GeoReference
+from ..localization.estimators import QueryEvidence
+from ..localization.georef import read_map_georef
 from ..localization.localize import AUTO, LocalizeConfig, Localizer, QueryResult
 from ..localization.map import Map
+from ..localization.prior import MapPrior, names_within_radius
 from ..localization.retrieve import Retriever
 from .errors import invalid
 
 
 class Engine(Protocol):
     """What the routes call. The server calls it from its worker threads; an engine that is not
-    thread-safe serializes its calls itself (as :class:`MapEngine` does)."""
+    thread-safe serializes its calls itself (as :class:`MapEngine` does).
+
+    Optional, found with ``getattr`` (:class:`MapEngine` has them): ``georef`` (the map's
+    :class:`~visloc.geometry.geo.GeoReference` or ``None``: ``POST /geopose`` and GPS priors need it) and
+    ``within(prior) -> list[str]`` (the database images a :class:`~visloc.localization.prior.MapPrior`
+    leaves); with a prior the routes call ``localize`` / ``retrieve`` with ``within=`` those names."""
 
     def info(self) -> dict[str, Any]:
         """What ``/v1/health`` reports: e.g. the map folder, its number of images, the methods."""
@@ -56,6 +66,9 @@ class MapEngine:
         self._lock = threading.Lock()
         self._default = Localizer(self.map, config)
         self._localizers: dict[str, Localizer] = {self._default.method: self._default}
+        #: The map's geo-reference (``MAP/georef.json``), or ``None``.
+        self.georef: GeoReference | None = read_map_georef(self.map.root)
+        self._centres = {n: self.map.poses[n].center for n in self.map.names} if self.map.has_poses else None
 
     def info(self) -> dict[str, Any]:
         # the folder's name, not its path: /v1/health needs no token
@@ -73,13 +86,36 @@ class MapEngine:
                 raise invalid(f"method {method!r}: {e}") from None
         return self._localizers[method]
 
-    def localize(self, image: np.ndarray, camera: Camera, name: str, method: str | None) -> QueryResult:
-        with self._lock:
-            return self._localizer(method).localize_image(image, camera, name)
+    def within(self, prior: MapPrior) -> list[str]:
+        """The database images whose camera centres ``prior`` keeps (read-only: no lock needed).
 
-    def retrieve(self, image: np.ndarray, name: str, num: int | None) -> tuple[list[str], list[float]]:
+        Raises:
+            RequestError: 422 for a retrieval-only map (its images have no poses).
+        """
+        if self._centres is None:
+            raise invalid("the map's images have no poses (a retrieval-only map): a position prior cannot be applied")
+        return names_within_radius(self._centres, prior)
+
+    def localize(self, image: np.ndarray, camera: Camera, name: str, method: str | None,
+                 within: Collection[str] | None = None) -> QueryResult:
+        with self._lock:
+            return self._localizer(method).localize_image(image, camera, name, within=within)
+
+    def localize_with(self, image: np.ndarray, camera: Camera, name: str, method: str | None,
+                      inspect: Callable[[Map, QueryResult, QueryEvidence], Any],
+                      within: Collection[str] | None = None) -> tuple[QueryResult, Any]:
+        """:meth:`localize`, then ``inspect(map, result, evidence)`` under the same lock (what the web page
+        shows of the matches, :func:`visloc.service.page.match_details`); the result and what it returned."""
+        with self._lock:
+            result, evidence = self._localizer(method).localize_with_evidence(image, camera, name, within=within)
+            return result, inspect(self.map, result, evidence)
+
+    def retrieve(self, image: np.ndarray, name: str, num: int | None,
+                 within: Collection[str] | None = None) -> tuple[list[str], list[float]]:
         with self._lock:
             retriever = self._default.retriever
             if num is not None and num != retriever.config.num_retrieved:
                 retriever = Retriever(self.map, dataclasses.replace(retriever.config, num_retrieved=num))
-            return retriever(retriever.describe(image), name)
+            if within is not None and not within:
+                return [], []
+            return retriever(retriever.describe(image), name, within)

@@ -28,7 +28,7 @@ import binascii
 import io
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..geometry.camera import CAMERA_MODELS, Camera, InvalidCameraError
 from ..geometry.geo import FORWARD_LEFT_UP, GeoReference, geopose_from_pose
 from ..geometry.pose import Pose
-from ..localization.prior import GeoPrior
+from ..localization.prior import GeoPrior, MapPrior
 
 if TYPE_CHECKING:
     from ..localization.localize import Localizer
@@ -317,6 +317,7 @@ def answer_geopose_request(
     body_frame: str = FORWARD_LEFT_UP,
     default_prior_radius_m: float | None = None,
     max_pixels: int | None = None,
+    within: Callable[[MapPrior], Collection[str]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Answer ``POST /geopose``: parse the ``GeoPoseReq``, localize its image, return the ``GeoPoseResp``.
 
@@ -326,14 +327,17 @@ def answer_geopose_request(
         georef: the map's geo-reference (:func:`visloc.localization.georef.read_map_georef`).
         body_frame / default_prior_radius_m / max_pixels: see :func:`geopose_response` and
             :func:`parse_geopose_request`.
+        within: the database images a prior in the map world leaves (e.g. ``MapEngine.within``, or
+            :func:`~visloc.localization.prior.names_within_radius` over the map's camera centres); with it, the
+            request's prior restricts retrieval (``localize_image(..., within=...)``); without it, the prior
+            is parsed and validated only.
 
     Returns:
         ``(HTTP status, JSON body)``: ``200`` and the ``GeoPoseResp``; ``404`` and ``{"id", "timestamp",
         "type", "error"}`` when the image could not be localized; ``422`` and ``{"detail": message}``
         for a malformed request (the message names the field).
 
-    The request's prior is parsed and validated but does not yet restrict retrieval (that needs the
-    retriever to take :func:`visloc.localization.prior.names_within_radius`).
+    The server's route (:mod:`visloc.service.geopose_routes`) runs the same steps through its work queue.
     """
     try:
         query = parse_geopose_request(body, default_prior_radius_m, max_pixels)
@@ -342,7 +346,12 @@ def answer_geopose_request(
     timestamp = body.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
         timestamp = None
-    result = localizer.localize_image(query.image, query.camera, name=f"geopose/{query.request_id}")
+    name = f"geopose/{query.request_id}"
+    if within is not None and query.prior is not None:
+        names = within(query.prior.in_map(georef))
+        result = localizer.localize_image(query.image, query.camera, name=name, within=names)
+    else:
+        result = localizer.localize_image(query.image, query.camera, name=name)
     response = geopose_response(query.request_id, result.pose, georef, timestamp=timestamp, body_frame=body_frame,
                                 reason=f"not localized ({result.status})")
     return (200 if result.pose is not None else 404), response

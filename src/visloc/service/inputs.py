@@ -48,16 +48,30 @@ CAMERA_FIELDS = (
     FormField("height", "Image height in pixels (with model).", "integer"),
     FormField("params", "The model's parameters in COLMAP order, separated by spaces or commas (with model)."),
 )
+#: A position prior (``service/priors.py``): retrieval searches only the database images within its radius.
+PRIOR_FIELDS = (
+    FormField("prior_center", "Prior: a previous camera centre 'x y z' in map coordinates (with prior_radius)."),
+    FormField("prior_radius", "Prior: radius around prior_center in map units (a 3-D distance)."),
+    FormField("prior_lat", "Prior: GPS latitude in degrees, WGS84 (with prior_lon and prior_accuracy; needs a "
+                           "geo-referenced map)."),
+    FormField("prior_lon", "Prior: GPS longitude in degrees, WGS84."),
+    FormField("prior_h", "Prior: GPS ellipsoidal height in metres (optional; the distance is horizontal)."),
+    FormField("prior_accuracy", "Prior: GPS accuracy in metres, the radius kept."),
+)
 LOCALIZE_FIELDS = (
     IMAGE_FIELD,
     *CAMERA_FIELDS,
     FormField("method", "Pose estimator: auto (the server's default), pnp, essential, relpose or unified."),
     FormField("name", "A name for the query, echoed in the answer (default 'query')."),
+    FormField("details", "'true': the answer also holds 'details', the query's matches per retrieved image "
+                         "(at most 200 pairs each, as the web page draws them); default 'false'."),
+    *PRIOR_FIELDS,
 )
 RETRIEVE_FIELDS = (
     IMAGE_FIELD,
     FormField("num", "Database images to return (default: the server's retrieval setting).", "integer"),
     FormField("name", "A name for the query, echoed in the answer (default 'query')."),
+    *PRIOR_FIELDS,
 )
 
 
@@ -123,6 +137,9 @@ def parse_form(content_type: str | None, body: bytes, fields: tuple[FormField, .
     for part in parts:
         _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if not name:
+            raise invalid("malformed multipart/form-data body: a part without 'Content-Disposition: form-data; "
+                          "name=...'")
         if name not in known:
             raise invalid(f"unknown form field {name!r}; the fields are {', '.join(known)}")
         if name in out:
@@ -267,6 +284,6 @@ def parse_int(fields: dict[str, str | Upload], name: str, low: int, high: int) -
     return number
 
 
-__all__ = ["CAMERA_FIELDS", "IMAGE_FORMATS", "LOCALIZE_FIELDS", "RETRIEVE_FIELDS", "DecodedImage", "FormField",
+__all__ = ["CAMERA_FIELDS", "IMAGE_FORMATS", "LOCALIZE_FIELDS", "PRIOR_FIELDS", "RETRIEVE_FIELDS", "DecodedImage", "FormField",
            "Upload", "decode_image", "form_schema", "parse_camera", "parse_form", "parse_int",
            "query_camera"]

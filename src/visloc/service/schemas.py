@@ -47,6 +47,19 @@ class RetrievedImage(BaseModel):
     inliers: int | None = Field(None, description="localize: geometric inliers with the query.")
 
 
+class PriorAnswer(BaseModel):
+    """The position prior a request's retrieval was restricted by."""
+
+    kind: Literal["position", "gps", "geopose"] = Field(
+        description="'position': prior_center/prior_radius (map coordinates, 3-D distance); 'gps': prior_lat/"
+                    "prior_lon/prior_accuracy; 'geopose': a GeoPose request's priorPoses or geolocationReadings "
+                    "(both: horizontal distance).")
+    source: str = Field(description="The fields it came from.")
+    center: list[float] = Field(description="Its position in map coordinates.")
+    radius: float = Field(description="Its radius in map units.")
+    candidates: int = Field(description="Database images within it: retrieval searched only these.")
+
+
 class LocalizeAnswer(BaseModel):
     name: str
     localized: bool
@@ -60,6 +73,7 @@ class LocalizeAnswer(BaseModel):
     retrieved: list[RetrievedImage]
     timings: dict[str, float] = Field(description="Seconds per stage: decode, queue, extract, retrieve, match, "
                                                   "pose, and total.")
+    prior: PriorAnswer | None = Field(None, description="The position prior applied (null: none was given).")
 
     @classmethod
     def of(cls, result: QueryResult, camera: Camera, source: str, timings: dict[str, float]) -> LocalizeAnswer:
@@ -80,6 +94,7 @@ class RetrieveAnswer(BaseModel):
     name: str
     retrieved: list[RetrievedImage] = Field(description="Database images, best first.")
     timings: dict[str, float]
+    prior: PriorAnswer | None = Field(None, description="The position prior applied (null: none was given).")
 
 
 class HealthAnswer(BaseModel):
