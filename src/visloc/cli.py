@@ -240,6 +240,13 @@ def map_build(
     index_option: Annotated[list[str] | None, typer.Option(
         "--index-option", help="Index option key=value: nlist, m, nbits, nprobe, refine_m (re-ranking PQ bytes, "
         "0 = none), k_factor, train_size, seed (IVF-PQ); dba_k, dba_alpha (database-side augmentation, any kind).")] = None,
+    shard: Annotated[str | None, typer.Option(
+        metavar="I/N", help="Build only shard I of N (0-based; the I-th slice of the sorted database images) into "
+                            "--out, a shard folder; join the N shards with `visloc map merge` (docs/scale.md).")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        help="Run the per-image work as Dask tasks: local:N (N worker processes here) or tcp://SCHEDULER:PORT "
+             "(docs/scale.md).")] = None,
+    chunk_size: Annotated[int, typer.Option(help="--cluster: database images per task.")] = 32,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map
@@ -255,11 +262,42 @@ def map_build(
         if camera or poses:
             raise typer.BadParameter("--colmap gives the poses and intrinsics: leave out --poses and --camera")
         options.update(format="colmap" if fmt == "auto" else fmt, model_dir=colmap)
-    summary = build_map(dataset, out, config, split=split, **options)
+    if shard is not None:
+        if cluster is not None:
+            raise typer.BadParameter("--shard builds one slice here; --cluster builds the whole map: give one")
+        from .localization.shards import ShardSpec, build_shard
+
+        part = build_shard(dataset, out, ShardSpec.parse(shard), config, split=split, **options)
+        typer.echo(f"shard {part.shard}: {part.num_images} images in {part.root}, {len(part.skipped)} skipped, "
+                   f"{part.seconds:.1f} s")
+        return
+    if cluster is not None:
+        from .localization.cluster import build_map_on_cluster
+
+        summary = build_map_on_cluster(dataset, out, cluster, config, split=split, chunk_size=chunk_size, **options)
+    else:
+        summary = build_map(dataset, out, config, split=split, **options)
+    _echo_map_summary(summary)
+
+
+def _echo_map_summary(summary) -> None:
     typer.echo(f"map of {summary.num_images} images ({summary.points} points) in {summary.root}, "
                f"{len(summary.skipped)} skipped, {summary.seconds:.1f} s")
     for s in summary.skipped:
         typer.echo(f"  skipped {s}")
+
+
+@map_app.command("merge")
+def map_merge(
+    shards: Annotated[list[Path], typer.Argument(metavar="SHARD...", help="The shard folders of "
+                                                 "`visloc map build --shard I/N`, all N of them.")],
+    out: Annotated[Path, typer.Option(help="Map folder to write (a rerun with the same shards does nothing).")],
+) -> None:
+    """Merge map shards (same settings, every database image once) and finish the map: global descriptors,
+    index, 3D points; the result equals the one-machine build."""
+    from .localization.shards import merge_shards
+
+    _echo_map_summary(merge_shards(shards, out))
 
 
 @map_app.command("georef")
@@ -529,6 +567,9 @@ def localize(
     verify: Verify = False,
     verify_with: VerifyPreset = None,
     shortlist: Shortlist = 20,
+    cluster: Annotated[str | None, typer.Option(
+        help="Localize chunks of queries as Dask tasks: local:N (N worker processes here) or "
+             "tcp://SCHEDULER:PORT; same outputs (docs/scale.md).")] = None,
 ) -> None:
     """Localize query images against a map: retrieve -> match -> estimate, each stage optionally from files."""
     from .localization import LocalizeConfig, RetrievalConfig
@@ -550,7 +591,7 @@ def localize(
         retrieve_and_verify(map_dir, queries, pairs, verify_preset(verify_with or "classical", shortlist),
                             config.retrieval, keep=num_retrieved, split=split, **_dataset_options(camera, None, fmt))
     summary = run(map_dir, queries, out, config, split=split, pairs=pairs, features=features, matches=matches,
-                  **_dataset_options(camera, None, fmt))
+                  cluster=cluster, **_dataset_options(camera, None, fmt))
     typer.echo(f"localized {summary.num_localized} of {len(summary.results)} queries -> {out}")
     for status, count in summary.status_counts().items():
         typer.echo(f"  {count:5d}  {status}")

@@ -3,6 +3,10 @@
 Stages, each resumable: local features (sharded HDF5, skips images already done), global
 descriptors + FAISS index, database 3D points (registered depth, triangulation or a COLMAP model's
 points), manifest last.
+
+On many machines (docs/scale.md): :mod:`.shards` and :mod:`.cluster` extract the local features elsewhere,
+merge them into the map folder and finish with :func:`finish_build`, whose per-image work after the fit
+runs through a :data:`Mapper` (here by default, Dask tasks on a cluster).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +169,54 @@ def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: l
     return [f for f in frames if f.name not in failed]
 
 
-def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
+#: How the per-image work after extraction runs: ``mapper(task, common, items)`` is
+#: ``task(*common, chunk)`` over chunks of ``items``, the returned lists concatenated in the items' order.
+#: :func:`run_here` runs one chunk in this process; :mod:`.cluster` runs Dask tasks. The tasks below read
+#: the map folder's files, so they run anywhere that sees it.
+Mapper = Callable[[Callable[..., list], tuple, list], list]
+
+
+def run_here(task: Callable[..., list], common: tuple, items: list) -> list:
+    """The default :data:`Mapper`: the whole list in this process."""
+    return task(*common, items)
+
+
+def describe_images(map_dir: str | Path, config: M.MapConfig, names: list[str]) -> list[np.ndarray]:
+    """Task: the global descriptors of database images, from the map's features and fitted state."""
+    desc = M.load_global_descriptor(config, map_dir)
+    with H5Reader(Path(map_dir) / M.LOCAL_FEATURES) as r:
+        return [desc(None, M.read_local_features(r, n)) for n in tqdm(names, desc="global descriptors", unit="img")]
+
+
+def depth_points(map_dir: str | Path, frames: list[Frame]) -> list[tuple[np.ndarray | None, str]]:
+    """Task: the world points of the map's keypoints of ``frames`` from their registered depth
+    (:func:`points_from_depth`), or ``None`` and the problem."""
+    out: list[tuple[np.ndarray | None, str]] = []
+    with H5Reader(Path(map_dir) / M.LOCAL_FEATURES) as r:
+        for f in tqdm(frames, desc="3D points from depth", unit="img"):
+            kps = M.read_local_features(r, f.name).keypoints
+            try:
+                out.append((points_from_depth(f, kps), ""))
+            except InputError as e:
+                out.append((None, str(e)))
+    return out
+
+
+def match_database_pairs(map_dir: str | Path, pairs: list[tuple[str, str]]) -> list[np.ndarray]:
+    """Task: mutual nearest-neighbour matches ``(M, 2)`` of database image pairs, from the map's features."""
+    matcher = NearestNeighborMatcher(NNConfig())
+    descriptors: dict[str, np.ndarray] = {}
+    out = []
+    with H5Reader(Path(map_dir) / M.LOCAL_FEATURES) as r:
+        for a, b in tqdm(pairs, desc="matching database pairs", unit="pair"):
+            for n in (a, b):
+                if n not in descriptors:
+                    descriptors[n] = M.read_local_features(r, n).descriptors
+            out.append(matcher(descriptors[a], descriptors[b]).pairs())
+    return out
+
+
+def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig, mapper: Mapper = run_here) -> None:
     """Fit the global descriptor if it needs it and describe every image (otherwise the descriptors
     were written during extraction); fit a descriptor that learns from the database's global vectors
     (``fits_on_vectors``, e.g. the CNN descriptor's PCA whitening); save the state of either to
@@ -181,7 +233,7 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig) -> None:
             logger.info("fitting the %s codebook on %d images", config.global_descriptor, len(names))
             desc.fit(local(n).descriptors for n in names)
             _save_state(out, desc)
-            vectors = np.stack([desc(None, local(n)) for n in tqdm(names, desc="global descriptors", unit="img")])
+        vectors = np.stack(mapper(describe_images, (str(out), config), names))
         writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
         for n, v in zip(names, vectors, strict=True):
             writer.add(n, {"global_descriptor": v})
@@ -274,7 +326,7 @@ def _points_from_colmap(frames: list[Frame], out: Path, model_dir: Path) -> None
 
 
 def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig,
-                  colmap_model: Path | None = None) -> str:
+                  colmap_model: Path | None = None, mapper: Mapper = run_here) -> str:
     if mode == "auto":
         mode = "depth" if frames and all(f.depth_path is not None for f in frames) else "triangulate"
     if mode == "none":
@@ -290,28 +342,20 @@ def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: Tria
         if missing:
             raise InputError(missing[0].image_path, "points=depth needs registered depth for every map image")
         writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
-        with H5Reader(out / M.LOCAL_FEATURES) as r:
-            for f in tqdm(frames, desc="3D points from depth", unit="img"):
-                kps = M.read_local_features(r, f.name).keypoints
-                try:
-                    writer.add(f.name, {"points3D": points_from_depth(f, kps)})
-                except InputError as e:
-                    logger.warning("no 3D points for %s: %s", f.name, e)
+        for f, (points, problem) in zip(frames, mapper(depth_points, (str(out),), frames), strict=True):
+            if points is None:
+                logger.warning("no 3D points for %s: %s", f.name, problem)
+            else:
+                writer.add(f.name, {"points3D": points})
         writer.finalize(file_attrs={"source": "depth"})
         return mode
     # triangulate from database pairs chosen by pose
     with H5Reader(out / M.LOCAL_FEATURES) as r:
-        feats = {f.name: M.read_local_features(r, f.name) for f in frames}
+        keypoints = {f.name: M.read_local_features(r, f.name).keypoints for f in frames}
     poses = {f.name: f.pose for f in frames}
-    pairs = pairs_from_poses(poses, triangulation.num_neighbors)
-    matcher = NearestNeighborMatcher(NNConfig())
-    pair_matches = {}
-    for a, b in tqdm(pairs, desc="matching database pairs", unit="pair"):
-        pair_matches[(a, b)] = matcher(feats[a].descriptors, feats[b].descriptors).pairs()
-    points = triangulate_database(
-        {n: f.keypoints for n, f in feats.items()}, {f.name: f.camera for f in frames}, poses, pair_matches,
-        triangulation,
-    )
+    pairs = [tuple(pair) for pair in pairs_from_poses(poses, triangulation.num_neighbors)]
+    pair_matches = dict(zip(pairs, mapper(match_database_pairs, (str(out),), pairs), strict=True))
+    points = triangulate_database(keypoints, {f.name: f.camera for f in frames}, poses, pair_matches, triangulation)
     writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
     for n, p in points.items():
         writer.add(n, {"points3D": p})
@@ -362,6 +406,61 @@ class MapSummary:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """The database images of a map build, chosen from a data set before any work.
+
+    Attributes:
+        frameset: the data set as read.
+        frames: the database images (with a pose; all images for a retrieval-only map), in the data set's order.
+        skipped: images of the data set left out, with the reason.
+        config: the settings (``points="none"`` for a retrieval-only map).
+        retrieval_only: images without any pose: a map to search, not to localize in.
+        split: the split the frames were read from.
+    """
+
+    frameset: FrameSet
+    frames: list[Frame]
+    skipped: list[Skipped]
+    config: M.MapConfig
+    retrieval_only: bool
+    split: str | None
+
+    def started_config(self) -> dict:
+        """What ``build_config.json`` records: a resumed build must have the same."""
+        return {"config": dataclasses.asdict(self.config), "split": self.split, "source": str(self.frameset.root)}
+
+
+def plan_build(data: str | Path | FrameSet, config: M.MapConfig = M.MapConfig(), split: str | None = None,
+               **dataset_options: Any) -> BuildPlan:
+    """Read the data set and choose the database images of a map (see :func:`build_map` for the arguments).
+
+    Raises:
+        ConfigError: a bad points mode or index setting.
+        InputError: no database image.
+    """
+    if config.points not in POINT_MODES:
+        raise ConfigError(f"unknown points mode {config.points!r}; choose one of {', '.join(POINT_MODES)}")
+    frameset = data if isinstance(data, FrameSet) else load_frames(data, split=split, **dataset_options)
+    if config.points == "colmap" and frameset.colmap_model is None:
+        raise ConfigError(f"points=colmap takes the 3D points of a COLMAP model, but {frameset.root} was read "
+                          f"as {frameset.format or 'frames'}: give the model (--colmap MODEL_DIR)")
+    skipped = list(frameset.skipped)
+    frames = [f for f in frameset.frames if f.pose is not None]
+    retrieval_only = not frames and bool(frameset.frames) and config.points in ("none", "auto")
+    if retrieval_only:  # images without any pose: a map to search, not to localize in
+        logger.info("no database poses: building a retrieval-only map (no 3D points)")
+        frames = list(frameset.frames)
+        config = dataclasses.replace(config, points="none")
+    skipped += [Skipped(f.name, f.image_path, "no ground-truth pose") for f in frameset.frames if f.pose is None
+                and not retrieval_only]
+    if not frames:
+        raise InputError(frameset.root, "no database image with a pose to build a map from (a retrieval-only "
+                                        "map of images without poses needs --points none)")
+    _check_index(config, len(frames))
+    return BuildPlan(frameset, frames, skipped, config, retrieval_only, split)
+
+
 def build_map(
     data: str | Path | FrameSet,
     out: str | Path,
@@ -385,41 +484,42 @@ def build_map(
 
     Returns:
         A summary; unusable images are listed in ``skipped`` (and in ``map.json``).
+
+    The same map can be built in pieces: :mod:`.shards` (``--shard i/n`` + ``visloc map merge``) and
+    :mod:`.cluster` (``--cluster``, Dask) extract the local features elsewhere and finish with :func:`finish_build`.
     """
     t0 = time.perf_counter()
-    if config.points not in POINT_MODES:
-        raise ConfigError(f"unknown points mode {config.points!r}; choose one of {', '.join(POINT_MODES)}")
+    plan = plan_build(data, config, split, **dataset_options)
+    return finish_build(plan, out, triangulation, t0=t0)
+
+
+def start_build(plan: BuildPlan, out: str | Path) -> Path:
+    """Create the map folder, refuse one started with other settings, and mark it incomplete."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frameset = data if isinstance(data, FrameSet) else load_frames(data, split=split, **dataset_options)
-    if config.points == "colmap" and frameset.colmap_model is None:
-        raise ConfigError(f"points=colmap takes the 3D points of a COLMAP model, but {frameset.root} was read "
-                          f"as {frameset.format or 'frames'}: give the model (--colmap MODEL_DIR)")
-    skipped = list(frameset.skipped)
-    frames = [f for f in frameset.frames if f.pose is not None]
-    retrieval_only = not frames and bool(frameset.frames) and config.points in ("none", "auto")
-    if retrieval_only:  # images without any pose: a map to search, not to localize in
-        logger.info("no database poses: building a retrieval-only map (no 3D points)")
-        frames = list(frameset.frames)
-        config = dataclasses.replace(config, points="none")
-    skipped += [Skipped(f.name, f.image_path, "no ground-truth pose") for f in frameset.frames if f.pose is None
-                and not retrieval_only]
-    if not frames:
-        raise InputError(frameset.root, "no database image with a pose to build a map from (a retrieval-only "
-                                        "map of images without poses needs --points none)")
-    _check_index(config, len(frames))
-    manifest_path = out / M.MANIFEST
-    _check_started_config(out / BUILD_CONFIG, {"config": dataclasses.asdict(config), "split": split,
-                                               "source": str(frameset.root)})
-    manifest_path.unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
+    _check_started_config(out / BUILD_CONFIG, plan.started_config())
+    (out / M.MANIFEST).unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
+    return out
 
-    frames = _extract_all(frames, out, config, skipped)
+
+def finish_build(plan: BuildPlan, out: str | Path, triangulation: TriangulationConfig = TriangulationConfig(),
+                 mapper: Mapper = run_here, t0: float | None = None) -> MapSummary:
+    """Build the map of ``plan`` into ``out``: extract the local features not yet stored there (all, unless
+    they were merged in from shards), fit and compute the global descriptors, index them, add the 3D points,
+    poses, cameras, and the manifest last. ``mapper`` runs the per-image work after extraction (global
+    descriptors of a fitted descriptor, depth points, matching of database pairs): by default here."""
+    t0 = time.perf_counter() if t0 is None else t0
+    config = plan.config
+    out = start_build(plan, out)
+    skipped = list(plan.skipped)
+    frames = _extract_all(plan.frames, out, config, skipped)
     stored = set(list_h5_names(out / M.LOCAL_FEATURES))
     frames = [f for f in frames if f.name in stored]
+    frameset = plan.frameset
     if not frames:
         raise InputError(frameset.root, "none of the database images could be read")
-    _global_stage(frames, out, config)
-    points = _points_stage(frames, out, config.points, triangulation, frameset.colmap_model)
+    _global_stage(frames, out, config, mapper)
+    points = _points_stage(frames, out, config.points, triangulation, frameset.colmap_model, mapper)
 
     write_poses(out / M.POSES, {f.name: f.pose for f in frames if f.pose is not None})
     write_cameras(out / M.CAMERAS, {f.name: f.camera for f in frames})
@@ -429,15 +529,15 @@ def build_map(
         "config": dataclasses.asdict(config),
         "triangulation": dataclasses.asdict(triangulation),
         "points": points,
-        "retrieval_only": retrieval_only,
-        "source": {"path": str(frameset.root), "format": frameset.format, "split": split},
+        "retrieval_only": plan.retrieval_only,
+        "source": {"path": str(frameset.root), "format": frameset.format, "split": plan.split},
         "versions": _versions(),
         "names": [f.name for f in frames],
         "scenes": {f.name: f.scene for f in frames},
         "image_paths": {f.name: str(f.image_path) for f in frames},
         "skipped": [{"name": s.name, "path": str(s.path), "reason": s.reason} for s in skipped],
     }
-    write_json(manifest_path, manifest)
+    write_json(out / M.MANIFEST, manifest)
     seconds = time.perf_counter() - t0
     logger.info("map of %d images written to %s in %.1f s (%d skipped)", len(frames), out, seconds, len(skipped))
     for s in skipped:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,7 @@ class _StageInputs:
                 names, scores = self.pairs.setdefault(q, ([], []))
                 names.append(db)
                 scores.append(sims.get((q, db), float("nan")))
+        self.paths = tuple(str(Path(p).resolve()) if p is not None else None for p in (pairs, features, matches))
         self.features = H5Reader(features) if features is not None else None
         self.matches = MatchReader(matches) if matches is not None else None
 
@@ -314,6 +315,7 @@ def localize(
     pairs: str | Path | None = None,
     features: str | Path | None = None,
     matches: str | Path | None = None,
+    cluster: Any = None,
     **dataset_options: Any,
 ) -> LocalizeSummary:
     """Localize a batch of query images and write ``out`` (hloc pose file of the localized queries)
@@ -335,9 +337,15 @@ def localize(
         features: an hloc ``features.h5`` holding the queries' local features (instead of extracting).
         matches: an hloc ``matches.h5`` of the ``pairs`` (needs ``features``: it indexes their keypoints;
             the database side indexes the map's keypoints).
+        cluster: localize chunks of queries as tasks on a Dask cluster: ``local:N``, ``tcp://HOST:PORT`` or a
+            ``distributed.Client`` (:mod:`.cluster`); the outputs are those of the run without it.
     """
     out = Path(out)
     check_output_file(out, "--out")
+    if isinstance(cluster, str):
+        from .cluster import parse_cluster
+
+        parse_cluster(cluster)  # a bad address is refused before any work
     localizer = Localizer(map_dir, config)
     frames, skipped = query_frames(queries, split, dataset_options, localizer.map)
     frames, unnamed = split_unwritable_names(frames)
@@ -351,7 +359,7 @@ def localize(
     }
     try:
         with run_lock(out.with_name(out.name + ".lock"), str(out)):
-            return _localize_batch(localizer, frames, skipped, given, out, signature, checkpoint_every)
+            return _localize_batch(localizer, frames, skipped, given, out, signature, checkpoint_every, cluster)
     finally:
         given.close()
 
@@ -393,9 +401,77 @@ def _resume_state(out: Path, signature: dict[str, Any], writers: list[ShardedH5W
     return {}
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What one query gives the batch: its result and evidence arrays (hloc layout), or why it was skipped."""
+
+    result: QueryResult | None
+    skipped: Skipped | None = None
+    features: dict[str, np.ndarray] | None = None
+    matches: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _localize_frame(localizer: Localizer, frame: Frame, given: _StageInputs) -> _Outcome:
+    """Localize one query frame of a batch (in this process, or in a cluster worker)."""
+    try:
+        retrieved = given.retrieved(frame.name)
+        feats = given.local_features(frame.name)
+        needs_image = (retrieved is None or localizer.estimator.needs_global_descriptor
+                       or (feats is None and localizer.estimator.needs_local_features))
+        image = read_image(frame.image_path) if needs_image else None
+        file_matches = given.query_matches(frame.name, retrieved[0], feats) if retrieved else None
+        result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name, retrieved,
+                                                            feats, file_matches)
+    except InputError as e:
+        own = e.path in (frame.image_path, Path(frame.name))
+        return _Outcome(None, Skipped(frame.name, frame.image_path, e.problem if own else str(e)))
+    if evidence.features is None:
+        return _Outcome(result)
+    matches = {names_to_pair(frame.name, db): match_arrays(m, evidence.match_scores[db], len(evidence.features))
+               for db, m in evidence.matches.items()}
+    return _Outcome(result, features=feature_arrays(evidence.features), matches=matches)
+
+
+#: Per worker process: the localizer and stage inputs of the last (map, config, inputs), kept for the next chunks.
+_WORKER_STATE: dict[str, tuple[Localizer, _StageInputs]] = {}
+
+
+def localize_chunk(map_dir: str, config: LocalizeConfig, inputs: tuple[str | None, str | None, str | None],
+                   frames: list[Frame]) -> list[_Outcome]:
+    """Localize ``frames`` against the map in ``map_dir``: a cluster task (the map is opened once per
+    worker process and kept for its next chunks; a rebuilt map, another config or other inputs reopen it)."""
+    manifest = Path(map_dir) / "map.json"
+    stamp = manifest.stat().st_mtime_ns if manifest.is_file() else None
+    key = json.dumps([map_dir, stamp, dataclasses.asdict(config), inputs], default=str, sort_keys=True)
+    if key not in _WORKER_STATE:
+        for localizer, given in _WORKER_STATE.values():
+            localizer.map.close()
+            given.close()
+        _WORKER_STATE.clear()
+        _WORKER_STATE[key] = (Localizer(map_dir, config),
+                              _StageInputs(*(Path(p) if p is not None else None for p in inputs)))
+    localizer, given = _WORKER_STATE[key]
+    return [_localize_frame(localizer, frame, given) for frame in frames]
+
+
+def _cluster_outcomes(cluster: Any, localizer: Localizer, frames: list[Frame], given: _StageInputs) -> Iterator[_Outcome]:
+    """The outcomes of ``frames``, in order, from :func:`localize_chunk` tasks on a Dask cluster."""
+    from .cluster import map_chunks
+
+    # absolute paths: a worker of a remote cluster need not share this process's working folder
+    sent = [dataclasses.replace(f, image_path=Path(f.image_path).resolve()) for f in frames]
+    as_given = {f.name: f.image_path for f in frames}  # skipped images are reported as the plain run does
+    for outcome in map_chunks(cluster, localize_chunk, (str(localizer.map.root.resolve()), localizer.config,
+                                                        given.paths), sent):
+        if outcome.skipped is not None:
+            outcome = dataclasses.replace(outcome, skipped=dataclasses.replace(
+                outcome.skipped, path=as_given[outcome.skipped.name]))
+        yield outcome
+
+
 def _localize_batch(
     localizer: Localizer, frames: list[Frame], skipped: list[Skipped], given: _StageInputs, out: Path,
-    signature: dict[str, Any], checkpoint_every: int,
+    signature: dict[str, Any], checkpoint_every: int, cluster: Any = None,
 ) -> LocalizeSummary:
     paths = output_paths(out)
     partial = _partial_path(out)
@@ -410,26 +486,17 @@ def _localize_batch(
         write_json(partial, {"signature": signature, "results": [r.to_json() for r in done.values()]})
 
     todo = [f for f in frames if f.name not in done]
-    for k, frame in enumerate(tqdm(todo, desc="localize", unit="img")):
-        try:
-            retrieved = given.retrieved(frame.name)
-            feats = given.local_features(frame.name)
-            needs_image = (retrieved is None or localizer.estimator.needs_global_descriptor
-                           or (feats is None and localizer.estimator.needs_local_features))
-            image = read_image(frame.image_path) if needs_image else None
-            file_matches = given.query_matches(frame.name, retrieved[0], feats) if retrieved else None
-            result, evidence = localizer.localize_with_evidence(image, frame.camera, frame.name, retrieved,
-                                                                feats, file_matches)
-        except InputError as e:
-            own = e.path in (frame.image_path, Path(frame.name))
-            skipped.append(Skipped(frame.name, frame.image_path, e.problem if own else str(e)))
+    outcomes = (_localize_frame(localizer, frame, given) for frame in todo) if cluster is None else (
+        _cluster_outcomes(cluster, localizer, todo, given))
+    for k, outcome in enumerate(tqdm(outcomes, total=len(todo), desc="localize", unit="img")):
+        if outcome.skipped is not None:
+            skipped.append(outcome.skipped)
             continue
-        done[frame.name] = result
-        if evidence.features is not None:
-            feature_writer.add(frame.name, feature_arrays(evidence.features))
-            for db, m in evidence.matches.items():
-                match_writer.add(names_to_pair(frame.name, db),
-                                 match_arrays(m, evidence.match_scores[db], len(evidence.features)))
+        done[outcome.result.name] = outcome.result
+        if outcome.features is not None:
+            feature_writer.add(outcome.result.name, outcome.features)
+            for pair, arrays in outcome.matches.items():
+                match_writer.add(pair, arrays)
         if (k + 1) % checkpoint_every == 0:
             checkpoint()
 

@@ -115,6 +115,38 @@ def read_local_features(reader: H5Reader, name: str) -> LocalFeatures:
     )
 
 
+def load_global_descriptor(config: MapConfig, root: str | Path):
+    """The global-descriptor plug-in of a map built with ``config`` in ``root``, with its state from
+    ``root/global_state.npz`` when it has one.
+
+    Raises:
+        InputError: the state file is missing, unreadable, holds pickled (object) data (never
+            loaded: unpickling runs code) or does not fit the descriptor.
+    """
+    desc = global_descriptors.create(config.global_descriptor, **config.global_options)
+    state_path = Path(root) / GLOBAL_STATE
+    # a codebook fitted on local features (needs_fit) or a fit on the database's global vectors
+    # (fits_on_vectors, e.g. the CNN descriptor's PCA whitening): both saved at map build
+    if getattr(desc, "needs_fit", False) or getattr(desc, "fits_on_vectors", False):
+        if not state_path.is_file():
+            raise InputError(state_path, "global descriptor state is missing")
+        try:
+            loaded = np.load(state_path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with loaded as state:
+                arrays = {k: state[k] for k in state.files}
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise InputError(state_path, f"cannot read the global descriptor state ({e})") from None
+        try:
+            desc.load_state(**arrays)
+        except (TypeError, ValueError) as e:
+            raise InputError(
+                state_path, f"not a {config.global_descriptor} state: holds {sorted(arrays)} ({e})"
+            ) from None
+    return desc
+
+
 class Map:
     """A built map, opened for localization (load once, localize many).
 
@@ -186,34 +218,9 @@ class Map:
         return extractors.create(self.config.extractor, **self.config.extractor_options)
 
     def make_global_descriptor(self):
-        """The map's global-descriptor plug-in, with its state from ``global_state.npz`` when it has one.
-
-        Raises:
-            InputError: the state file is missing, unreadable, holds pickled (object) data (never
-                loaded: unpickling runs code) or does not fit the descriptor.
-        """
-        desc = global_descriptors.create(self.config.global_descriptor, **self.config.global_options)
-        state_path = self.root / GLOBAL_STATE
-        # a codebook fitted on local features (needs_fit) or a fit on the database's global vectors
-        # (fits_on_vectors, e.g. the CNN descriptor's PCA whitening): both saved at map build
-        if getattr(desc, "needs_fit", False) or getattr(desc, "fits_on_vectors", False):
-            if not state_path.is_file():
-                raise InputError(state_path, "global descriptor state is missing")
-            try:
-                loaded = np.load(state_path, allow_pickle=False)
-                if not isinstance(loaded, np.lib.npyio.NpzFile):
-                    raise ValueError("a single array, not an .npz archive")
-                with loaded as state:
-                    arrays = {k: state[k] for k in state.files}
-            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-                raise InputError(state_path, f"cannot read the global descriptor state ({e})") from None
-            try:
-                desc.load_state(**arrays)
-            except (TypeError, ValueError) as e:
-                raise InputError(
-                    state_path, f"not a {self.config.global_descriptor} state: holds {sorted(arrays)} ({e})"
-                ) from None
-        return desc
+        """The map's global-descriptor plug-in, with its state from ``global_state.npz`` when it has one
+        (see :func:`load_global_descriptor`)."""
+        return load_global_descriptor(self.config, self.root)
 
     def _read_local(self, name: str) -> LocalFeatures:
         return read_local_features(self._local, name)

@@ -123,6 +123,12 @@ def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
         return None
 
 
+def _ondisk(index: faiss.Index) -> bool:
+    """Whether ``index`` keeps its inverted lists in a memory-mapped file (``OnDiskInvertedLists``)."""
+    ivf = _ivf(index)
+    return ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
+
+
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -254,6 +260,11 @@ class GlobalIndex:
         if len(names) and descriptors.shape[1] != self.dim:
             raise ValueError(f"need {self.dim}-dimensional descriptors, got {descriptors.shape[1]}")
         _check_unique(names, set(self.names))
+        if len(names) and _ondisk(self.index):
+            raise ConfigError(
+                "this index keeps its lists on disk (memory-mapped, read-only): add vectors with "
+                "visloc.retrieval.large_index.extend_ondisk and load it again"
+            )
         if len(names):
             self.index.add(descriptors)
             self.names.extend(names)
@@ -324,10 +335,19 @@ class GlobalIndex:
             return scores, indices
 
     def nbytes(self) -> int:
-        """Size of the serialised index in bytes (what :meth:`save` writes)."""
-        return int(faiss.serialize_index(self.index).size)
+        """Size of the serialised index in bytes (what :meth:`save` writes; for an on-disk index the
+        index part plus its lists file)."""
+        size = int(faiss.serialize_index(self.index).size)
+        if _ondisk(self.index):
+            lists = faiss.downcast_InvertedLists(_ivf(self.index).invlists)
+            size += Path(str(lists.filename)).stat().st_size
+        return size
 
     def save(self, path: str | Path) -> None:
+        if _ondisk(self.index):
+            lists = Path(str(faiss.downcast_InvertedLists(_ivf(self.index).invlists).filename))
+            if Path(path).resolve().parent != lists.resolve().parent:
+                raise ConfigError(f"an on-disk index is saved next to its lists file {lists}, not at {path}")
         with atomic_path(path) as tmp:
             faiss.write_index(self.index, str(tmp))
 
@@ -336,8 +356,8 @@ class GlobalIndex:
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "FAISS index file does not exist")
-        try:
-            index = faiss.read_index(str(path))
+        try:  # an on-disk index (retrieval/large_index.py) finds its lists file next to the index file
+            index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
         except RuntimeError as e:
             raise InputError(path, f"cannot read FAISS index ({e})") from None
         if index.ntotal != len(names):

@@ -1,0 +1,131 @@
+"""Map build on a local Dask cluster against the plain build, at equal cores (not a test).
+
+The plain ``visloc map build`` runs with N threads (``OMP_NUM_THREADS`` / OpenCV / torch = N), the cluster
+build with ``--cluster local:N`` (N worker processes of one thread each); both as fresh ``visloc``
+processes, so interpreter start, imports and (for the cluster) starting the workers are counted. Checks
+that the two maps are the same bit for bit, prints the times and the engine's overhead
+``cluster / plain - 1``, and with ``--out`` appends a block to that Markdown file. The machine load is
+recorded: these shared machines are noisy; run it on an idle one (``uptime`` load < 1).
+
+    python benchmarks/cluster_build.py                          # default world (WorldConfig()), split train
+    python benchmarks/cluster_build.py --world tiny --repeats 1  # a quick check that it runs
+    python benchmarks/cluster_build.py --out docs/results/scale_build.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from visloc.datasets.synthetic import WorldConfig, make_world
+
+VISLOC = Path(sys.executable).with_name("visloc")
+#: The tests' tiny world (tests/conftest.py), for a quick run.
+TINY = WorldConfig(num_scenes=2, train_traversals=2, frames_per_train_traversal=12, frames_per_test_traversal=6,
+                   width=320, height=240, focal=262.5, seed=3)
+
+
+def build(world: Path, out: Path, threads: int, cluster: str | None, chunk_size: int) -> float:
+    """Seconds of one ``visloc map build`` process (the map folder is removed first)."""
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
+    cmd = [str(VISLOC), "-q", "map", "build", str(world), "--split", "train", "--out", str(out)]
+    if cluster:
+        cmd += ["--cluster", cluster, "--chunk-size", str(chunk_size)]
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def h5_datasets(path: Path) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj.dtype.str.encode() + obj[()].tobytes())
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def same_map(a: Path, b: Path) -> bool:
+    """HDF5 datasets, descriptor state, index file, poses and cameras identical."""
+    for name in ("local_features.h5", "global_features.h5", "points3D.h5"):
+        if (a / name).is_file() != (b / name).is_file():
+            return False
+        if (a / name).is_file() and h5_datasets(a / name) != h5_datasets(b / name):
+            return False
+    with np.load(a / "global_state.npz") as sa, np.load(b / "global_state.npz") as sb:
+        if sorted(sa.files) != sorted(sb.files) or not all(np.array_equal(sa[k], sb[k]) for k in sa.files):
+            return False
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in ("global_index.faiss", "poses.txt", "cameras.txt"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", choices=("default", "tiny"), default="default")
+    parser.add_argument("--workers", type=int, default=2, help="cluster workers = plain threads")
+    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="builds of each kind (the fastest counts)")
+    parser.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file to append the results to")
+    args = parser.parse_args()
+
+    root = args.root or Path(tempfile.mkdtemp(prefix="visloc-cluster-bench-"))
+    world = root / f"world-{args.world}"
+    if not (world / "dataset.json").is_file():
+        make_world(world, WorldConfig() if args.world == "default" else TINY, progress=False)
+    load = os.getloadavg()[0]
+    plain, cluster = [], []
+    for _ in range(args.repeats):
+        plain.append(build(world, root / "plain", args.workers, None, args.chunk_size))
+        cluster.append(build(world, root / "cluster", args.workers, f"local:{args.workers}", args.chunk_size))
+    identical = same_map(root / "plain", root / "cluster")
+    best_plain, best_cluster = min(plain), min(cluster)
+    overhead = best_cluster / best_plain - 1
+    import json
+
+    images = len(json.loads((root / "plain" / "map.json").read_text())["names"])
+    command = "python benchmarks/cluster_build.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"`{command}` ({datetime.date.today()}):",
+        "",
+        f"{args.world} world, {images} database images; {args.workers} cores: plain with {args.workers} threads, "
+        f"cluster local:{args.workers} x 1 thread, chunks of {args.chunk_size}; best of {args.repeats}; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end",
+        "",
+        "| build | seconds (each run) | best | identical map |",
+        "|---|---|---:|---|",
+        f"| plain `visloc map build` | {', '.join(f'{t:.1f}' for t in plain)} | {best_plain:.1f} | |",
+        f"| `--cluster local:{args.workers}` | {', '.join(f'{t:.1f}' for t in cluster)} | {best_cluster:.1f} | "
+        f"{'yes' if identical else 'NO'} |",
+        "",
+        f"engine overhead (cluster / plain - 1): {100 * overhead:+.1f} %",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        if not args.out.is_file():
+            args.out.write_text("# Map build on a local Dask cluster\n\nWritten from the output of "
+                                "`benchmarks/cluster_build.py` (see docs/scale.md).\n\n")
+        with args.out.open("a") as f:
+            f.write(text + "\n")
+    if args.root is None:
+        shutil.rmtree(root, ignore_errors=True)
+    if not identical:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

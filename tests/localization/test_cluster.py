@@ -1,0 +1,169 @@
+"""Map building and localization on a local Dask cluster give the one-machine results, bit for bit, also when
+a worker is killed in the middle or the client is interrupted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from visloc.cli import app
+from visloc.datasets import load_frames
+from visloc.errors import ConfigError
+from visloc.localization import build_map, localize
+from visloc.localization.cluster import SHARDS_DIR, build_map_on_cluster, parse_cluster
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes, as ``--cluster local:2`` starts them."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+            distributed.Client(lc) as c:
+        yield c
+
+
+def test_parse_cluster() -> None:
+    assert parse_cluster("local:3") == ("local", 3)
+    assert parse_cluster("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    for bad in ("local:0", "local:x", "10.0.0.1:8786"):
+        with pytest.raises(ConfigError, match="--cluster"):
+            parse_cluster(bad)
+
+
+@pytest.mark.e2e
+def test_cluster_build_equals_the_plain_build(client, tiny_world: Path, tiny_map_config, tiny_map: Path,
+                                              tmp_path: Path, same_map) -> None:
+    done: list[int] = []
+    summary = build_map_on_cluster(tiny_world, tmp_path / "map", client, tiny_map_config, split="train",
+                                   chunk_size=10, on_chunk_done=lambda k, _: done.append(k))
+    assert summary.num_images == 48 and sorted(done) == [0, 1, 2, 3, 4]
+    assert not (tmp_path / "map" / SHARDS_DIR).exists()
+    same_map(tmp_path / "map", tiny_map)
+
+
+def test_cluster_triangulation_equals_the_plain_build(client, tiny_world: Path, tiny_map_config, tmp_path: Path,
+                                                      same_map) -> None:
+    """3D points triangulated from database pairs matched in worker tasks, as in one process."""
+    config = dataclasses.replace(tiny_map_config, points="triangulate")
+    build_map(tiny_world, tmp_path / "plain", config, split="train")
+    summary = build_map_on_cluster(tiny_world, tmp_path / "cluster", client, config, split="train", chunk_size=16)
+    assert summary.points == "triangulate"
+    same_map(tmp_path / "cluster", tmp_path / "plain")
+
+
+def test_interrupted_client_resumes_from_the_written_shards(client, tiny_world: Path, tiny_map_config,
+                                                            tiny_map: Path, tmp_path: Path, same_map) -> None:
+    out = tmp_path / "map"
+
+    def interrupt(k: int, shard: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_map_on_cluster(tiny_world, out, client, tiny_map_config, split="train", chunk_size=10,
+                             on_chunk_done=interrupt)
+    written = [p for p in (out / SHARDS_DIR).iterdir() if (p / "shard.json").is_file()]
+    assert written and not (out / "map.json").exists()
+    deadline = time.monotonic() + 60
+    while any(client.processing().values()) and time.monotonic() < deadline:  # the tasks still running finish
+        time.sleep(0.2)
+    rerun: list[int] = []
+    build_map_on_cluster(tiny_world, out, client, tiny_map_config, split="train", chunk_size=10,
+                         on_chunk_done=lambda k, _: rerun.append(k))
+    assert len(rerun) <= 5 - 1  # at least the shard written before the interruption is not built again
+    same_map(out, tiny_map)
+
+
+def _comparable(log: Path) -> list[dict]:
+    results = json.loads(log.read_text())["results"]
+    for r in results:
+        r.pop("timings")
+    return results
+
+
+@pytest.mark.e2e
+def test_cluster_localization_equals_the_plain_run(client, tiny_world: Path, tiny_map: Path, tmp_path: Path) -> None:
+    queries = load_frames(tiny_world, split="test").frames
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(queries[0].image_path.read_bytes()[:200])  # truncated PNG: skipped and reported
+    frames = [dataclasses.replace(queries[0], image_path=broken), *queries[1:]]
+    plain = localize(tiny_map, frames, tmp_path / "plain" / "poses.txt")
+    dist = localize(tiny_map, frames, tmp_path / "cluster" / "poses.txt", cluster=client)
+    assert plain.num_localized == dist.num_localized > 0
+    assert plain.skipped == dist.skipped and [s.name for s in dist.skipped] == [queries[0].name]
+    assert (tmp_path / "plain" / "poses.txt").read_bytes() == (tmp_path / "cluster" / "poses.txt").read_bytes()
+    assert _comparable(plain.log_path) == _comparable(dist.log_path)
+    for suffix in (".pairs.txt",):
+        assert ((tmp_path / "plain" / f"poses.txt{suffix}").read_bytes()
+                == (tmp_path / "cluster" / f"poses.txt{suffix}").read_bytes())
+
+
+def test_without_a_cluster_dask_is_not_imported() -> None:
+    code = ("import sys\n"
+            "import visloc.cli, visloc.localization, visloc.localization.shards, visloc.localization.cluster\n"
+            "from typer.testing import CliRunner\n"
+            "for args in (['map', 'build', '--help'], ['map', 'merge', '--help'], ['localize', '--help']):\n"
+            "    assert CliRunner().invoke(visloc.cli.app, args).exit_code == 0\n"
+            "print(' '.join(m for m in ('dask', 'distributed') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+
+
+@pytest.mark.e2e
+def test_cli_localize_on_a_local_cluster(tiny_world: Path, tiny_map: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    for name, extra in (("plain", []), ("cluster", ["--cluster", "local:2"])):
+        result = runner.invoke(app, ["localize", str(tiny_map), str(tiny_world), "--split", "test",
+                                     "--out", str(tmp_path / name / "poses.txt"), *extra])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "plain" / "poses.txt").read_bytes() == (tmp_path / "cluster" / "poses.txt").read_bytes()
+    assert _comparable(tmp_path / "plain" / "poses.txt.log.json") == _comparable(
+        tmp_path / "cluster" / "poses.txt.log.json")
+    bad = runner.invoke(app, ["localize", str(tiny_map), str(tiny_world), "--out", str(tmp_path / "x.txt"),
+                              "--cluster", "somewhere"])
+    # `visloc.cli.main` reports it in one line with exit code 2
+    assert isinstance(bad.exception, ConfigError) and not (tmp_path / "x.txt").exists()
+
+
+def test_cli_map_build_on_a_scheduler_address(client, tiny_world: Path, tiny_map: Path, tmp_path: Path,
+                                              same_map) -> None:
+    """``--cluster tcp://...``: a client of a running cluster (here the shared one)."""
+    result = CliRunner().invoke(app, ["map", "build", str(tiny_world), "--split", "train", "--extractor-set",
+                                      "max_keypoints=1024", "--out", str(tmp_path / "map"), "--cluster",
+                                      client.scheduler.address, "--chunk-size", "16"])
+    assert result.exit_code == 0, result.output
+    same_map(tmp_path / "map", tiny_map)
+    both = CliRunner().invoke(app, ["map", "build", str(tiny_world), "--out", str(tmp_path / "x"), "--shard", "0/2",
+                                    "--cluster", "local:2"])
+    assert both.exit_code != 0 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.e2e
+def test_a_killed_worker_changes_nothing(client, tiny_world: Path, tiny_map_config, tiny_map: Path,
+                                         tmp_path: Path, same_map) -> None:
+    """Last in the module: it kills one of the shared cluster's worker processes (its nanny starts another)."""
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    def kill_one(k: int, shard: Path) -> None:
+        if not killed:  # after the first chunk, the worker with the most tasks in flight
+            busy = client.processing()
+            worker = max(pids, key=lambda w: len(busy.get(w, ())))
+            assert busy.get(worker), "no task in flight to lose"
+            killed.append(pids[worker])
+            os.kill(pids[worker], signal.SIGKILL)
+
+    summary = build_map_on_cluster(tiny_world, tmp_path / "map", client, tiny_map_config, split="train",
+                                   chunk_size=6, on_chunk_done=kill_one)
+    assert killed and summary.num_images == 48
+    assert killed[0] not in client.run(os.getpid).values()  # that process is gone; its tasks ran elsewhere
+    same_map(tmp_path / "map", tiny_map)

@@ -1,0 +1,246 @@
+"""The large-index path (retrieval/large_index.py): streaming build, on-disk lists, incremental add."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from visloc.errors import ConfigError, InputError
+from visloc.retrieval import GlobalIndex
+from visloc.retrieval.large_index import (
+    LargeIndexConfig,
+    build_ondisk,
+    extend_ondisk,
+    ondisk_bytes,
+    open_ondisk,
+    reservoir_sample,
+    train_index,
+    trained_part,
+)
+
+DIM = 64
+CONFIG = LargeIndexConfig(nlist=32, m=16, pca_dim=32, nprobe=8, train_size=3000, shard_size=2500)
+
+
+def _clustered(n: int, seed: int) -> np.ndarray:
+    """Unit vectors from 40 clusters in a 16-D latent space projected to DIM (fixed model, seeded draw)."""
+    model = np.random.default_rng(123)
+    centres, basis = model.standard_normal((40, 16)), model.standard_normal((16, DIM))
+    rng = np.random.default_rng(seed)
+    z = centres[rng.integers(0, 40, n)] + 0.3 * rng.standard_normal((n, 16))
+    x = (z @ basis + 0.05 * rng.standard_normal((n, DIM))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def db() -> np.ndarray:
+    return _clustered(12_000, 1)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    return _clustered(40, 2)
+
+
+@pytest.fixture(scope="module")
+def trained(db) -> faiss.Index:
+    sample, n = reservoir_sample([db], CONFIG.train_size, CONFIG.seed)
+    assert n == len(db)
+    return train_index(sample, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, db, trained) -> Path:
+    path = tmp_path_factory.mktemp("large") / "global_index.faiss"
+    stats = build_ondisk(lambda: (db[i : i + 1700] for i in range(0, len(db), 1700)), path, CONFIG, trained=trained)
+    assert stats.ntotal == len(db) and stats.shards == 5  # 12000 / shard_size 2500
+    return path
+
+
+def _in_memory(trained: faiss.Index, *parts: np.ndarray) -> faiss.Index:
+    index = faiss.clone_index(trained)
+    for part in parts:
+        index.add(part)
+    return index
+
+
+def test_reservoir_sample_does_not_depend_on_chunking(db) -> None:
+    a, n = reservoir_sample([db], 1000, seed=3)
+    b, m = reservoir_sample(lambda: (db[i : i + 333] for i in range(0, len(db), 333)), 1000, seed=3)
+    assert n == m == len(db) and a.shape == (1000, DIM)
+    np.testing.assert_array_equal(a, b)
+    rows = {r.tobytes() for r in db}
+    assert all(r.tobytes() in rows for r in a)
+    assert not np.array_equal(a, reservoir_sample([db], 1000, seed=4)[0])
+    small, n = reservoir_sample([db[:10]], 1000)
+    np.testing.assert_array_equal(small, db[:10])
+
+
+def test_streaming_build_trains_on_its_sample(tmp_path: Path, db, queries, trained) -> None:
+    """Without ``trained=``: the stream is sampled (reservoir, seeded) and trained on, then the same as
+    training on that sample by hand and adding everything in memory."""
+    path = tmp_path / "global_index.faiss"
+    stats = build_ondisk(lambda: iter(np.array_split(db, 7)), path, CONFIG)
+    assert stats.train_s > 0 and stats.ntotal == len(db)
+    s, i = open_ondisk(path).search(queries, 10)
+    ref_s, ref_i = _in_memory(trained, db).search(queries, 10)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s, rtol=1e-6)
+
+
+def test_ondisk_search_equals_in_memory(built: Path, db, queries, trained) -> None:
+    index = open_ondisk(built)
+    invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    assert isinstance(invlists, faiss.OnDiskInvertedLists)
+    assert faiss.extract_index_ivf(index).nprobe == CONFIG.nprobe
+    memory = _in_memory(trained, db)
+    for nprobe in (1, 8, 32):
+        faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(memory).nprobe = nprobe
+        s, i = index.search(queries, 10)
+        ref_s, ref_i = memory.search(queries, 10)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_array_equal(s, ref_s)
+    # the same codes, list by list
+    a, b = faiss.extract_index_ivf(index).invlists, faiss.extract_index_ivf(memory).invlists
+    for lst in range(CONFIG.nlist):
+        assert a.list_size(lst) == b.list_size(lst)
+        n = a.list_size(lst)
+        ids_a = faiss.rev_swig_ptr(a.get_ids(lst), n).copy()
+        ids_b = faiss.rev_swig_ptr(b.get_ids(lst), n).copy()
+        np.testing.assert_array_equal(np.sort(ids_a), np.sort(ids_b))
+
+
+def test_recall_against_exact(built: Path, db, queries) -> None:
+    exact = np.argsort(-(queries @ db.T), axis=1)[:, :10]
+    _, got = open_ondisk(built, nprobe=32).search(queries, 10)
+    nn_in_top10 = np.mean([b[0] in a for a, b in zip(got, exact, strict=True)])
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact, strict=True)])
+    # a sanity bound: 16 code bytes, and 300 vectors per cluster in 16 dimensions sit at nearly equal
+    # distances (benchmarks/scale.py measures recall at scale)
+    assert nn_in_top10 >= 0.6 and overlap > 0.35, (nn_in_top10, overlap)
+
+
+def test_moved_folder_still_opens(built: Path, tmp_path: Path, queries) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(built.parent, moved)
+    ref = open_ondisk(built).search(queries, 5)
+    got = open_ondisk(moved / built.name).search(queries, 5)
+    np.testing.assert_array_equal(got[1], ref[1])
+    index = open_ondisk(moved / built.name)  # (keep it alive while its lists are looked at)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    assert Path(str(lists.filename)).parent == moved
+
+
+def test_bytes_per_vector(built: Path, db) -> None:
+    files = sorted(p.name for p in built.parent.iterdir())
+    assert files == ["global_index.1.ivfdata", "global_index.build.json", "global_index.faiss"]
+    size = built.stat().st_size + (built.parent / "global_index.1.ivfdata").stat().st_size
+    assert ondisk_bytes(built) == size
+    per_vector = size / len(db)
+    # 16 code bytes + 8 id bytes, plus the shared centroids, PCA matrix and codebooks over N
+    assert CONFIG.bytes_per_vector() == 24
+    shared = 4 * (CONFIG.nlist * CONFIG.pca_dim + DIM * CONFIG.pca_dim + 256 * CONFIG.pca_dim)
+    assert 24 <= per_vector <= 24 + (shared + 20_000) / len(db)
+    index = GlobalIndex.load(built, [str(i) for i in range(len(db))])
+    assert index.nbytes() == size
+
+
+def test_incremental_add_equals_building_at_once(tmp_path: Path, db, queries, trained) -> None:
+    path = tmp_path / "global_index.faiss"
+    build_ondisk([db[:7000]], path, CONFIG, trained=trained)
+    extra = _clustered(1500, 9)
+    stats = extend_ondisk(path, [db[7000:], extra[:700], extra[700:]], shard_size=2000)
+    assert stats.added == len(db) - 7000 + 1500 and stats.ntotal == len(db) + 1500
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "global_index.2.ivfdata", "global_index.build.json", "global_index.faiss"]  # the old lists file is gone
+    s, i = open_ondisk(path).search(queries, 10)
+    ref_s, ref_i = _in_memory(trained, db, extra).search(queries, 10)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(s, ref_s)
+    assert extend_ondisk(path, []).added == 0  # nothing to add: the index is unchanged
+    assert open_ondisk(path).ntotal == len(db) + 1500
+
+
+def test_interrupted_add_leaves_the_index(tmp_path: Path, db, queries, trained, monkeypatch) -> None:
+    path = tmp_path / "global_index.faiss"
+    build_ondisk([db], path, CONFIG, trained=trained)
+    before = open_ondisk(path).search(queries, 5)
+
+    def chunks():
+        yield db[:100]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extend_ondisk(path, chunks())
+    after = open_ondisk(path)
+    assert after.ntotal == len(db)
+    np.testing.assert_array_equal(after.search(queries, 5)[1], before[1])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".shards")]
+
+
+def test_global_index_wraps_an_ondisk_index(built: Path, db, queries) -> None:
+    names = [f"db/{i}.jpg" for i in range(len(db))]
+    index = GlobalIndex.load(built, names)
+    assert index.kind == "ivfpq" and index.nprobe == CONFIG.nprobe and len(index) == len(db)
+    ref = open_ondisk(built).search(queries, 10)
+    _, i = index.search(queries, 10)
+    np.testing.assert_array_equal(i, ref[1])
+    # a position prior (rows=) restricts it, exhaustively below EXACT_RESTRICTED_ROWS, else via the selector
+    for rows in (np.arange(0, 3000, 2), np.arange(0, len(db), 2)):
+        _, got = index.search(queries[:5], 10, rows=rows)
+        assert np.isin(got[got >= 0], rows).all() and (got >= 0).any()
+    with pytest.raises(ConfigError, match="extend_ondisk"):
+        index.add(db[:2], ["new/0.jpg", "new/1.jpg"])
+    with pytest.raises(ConfigError, match="next to its lists file"):
+        index.save(built.parent.parent / "elsewhere" / "global_index.faiss")
+
+
+def test_trained_part_is_empty_and_encodes_the_same(built: Path, db, queries, trained) -> None:
+    index = open_ondisk(built)
+    empty = trained_part(index)
+    assert empty.ntotal == 0 and empty.is_trained and index.ntotal == len(db)
+    empty.add(db)
+    np.testing.assert_array_equal(empty.search(queries, 5)[1], _in_memory(trained, db).search(queries, 5)[1])
+    assert index.search(queries, 5)[1].shape == (len(queries), 5)  # the source still works
+
+
+def test_bad_inputs(tmp_path: Path, db, trained) -> None:
+    path = tmp_path / "global_index.faiss"
+    with pytest.raises(InputError, match="empty"):
+        build_ondisk(lambda: iter([]), path, CONFIG)
+    with pytest.raises(InputError, match="empty"):
+        build_ondisk([], path, CONFIG, trained=trained)
+    with pytest.raises(InputError, match="64-dimensional"):
+        build_ondisk([db[:100], db[:100, :32]], path, CONFIG, trained=trained)
+    with pytest.raises(InputError, match="takes 64-dimensional"):
+        build_ondisk([db[:100, :48]], path, CONFIG, trained=trained)
+    with pytest.raises(InputError, match=r"\(n, D\)"):
+        build_ondisk([db[0]], path, CONFIG, trained=trained)
+    with pytest.raises(ConfigError, match="one-pass iterator"):
+        build_ondisk(iter([db]), path, CONFIG)
+    with pytest.raises(ConfigError, match="must divide"):
+        LargeIndexConfig(m=7, pca_dim=32).factory(DIM)
+    with pytest.raises(ConfigError, match="exceeds"):
+        LargeIndexConfig(m=8, pca_dim=128).factory(DIM)
+    with pytest.raises(ConfigError, match="too few"):
+        train_index(db[:20], CONFIG)
+    with pytest.raises(ConfigError, match="nlist"):
+        LargeIndexConfig(nlist=0)
+    with pytest.raises(ConfigError, match="holds"):  # a filled index is not a trained empty one
+        build_ondisk([db[:100]], path, CONFIG, trained=_in_memory(trained, db[:10]))
+    assert not path.exists()
+    with pytest.raises(InputError, match="does not exist"):
+        extend_ondisk(path, [db[:10]])
+    flat = tmp_path / "flat.faiss"
+    GlobalIndex(db[:10], [str(i) for i in range(10)]).save(flat)
+    with pytest.raises(InputError, match="not an on-disk"):
+        extend_ondisk(flat, [db[:10]])
+    built = tmp_path / "ok.faiss"
+    build_ondisk([db[:3000]], built, CONFIG, trained=trained)
+    with pytest.raises(InputError, match="64-dimensional"):
+        extend_ondisk(built, [db[:10, :32]])
+    assert open_ondisk(built).ntotal == 3000
