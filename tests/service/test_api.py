@@ -4,6 +4,7 @@ metrics count the requests and the OpenAPI schema describes the routes."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import httpx
@@ -116,6 +117,9 @@ def test_metrics_count_the_requests(map_server: LiveServer, queries: list[Frame]
     count = next(float(l.split()[-1]) for l in text.splitlines()
                  if l.startswith('visloc_requests_total{method="POST",route="/v1/localize",status="200"}'))
     assert count >= 1
+    if sys.platform.startswith("linux"):  # the process collector reads /proc
+        rss = next(float(l.split()[-1]) for l in text.splitlines() if l.startswith("process_resident_memory_bytes"))
+        assert rss > 10 * 2**20
     # unknown paths share one label
     assert httpx.get(map_server.url + "/no/such/path").status_code == 404
     assert 'route="other",status="404"' in httpx.get(map_server.url + "/metrics").text

@@ -18,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -32,6 +33,7 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds (Linux)
         self.requests = Counter("visloc_requests", "HTTP requests answered, by route, method and status code.",
                                 ["route", "method", "status"], registry=self.registry)
         self.latency = Histogram("visloc_request_seconds", "Seconds from a request to its answer, by route.",
