@@ -20,7 +20,7 @@ from visloc.cli import app
 from visloc.datasets import load_frames
 from visloc.errors import ConfigError
 from visloc.localization import build_map, localize
-from visloc.localization.cluster import SHARDS_DIR, build_map_on_cluster, parse_cluster
+from visloc.localization.cluster import SHARDS_DIR, build_map_on_cluster, parse_cluster, warm_up
 
 distributed = pytest.importorskip("distributed")
 
@@ -39,6 +39,24 @@ def test_parse_cluster() -> None:
     for bad in ("local:0", "local:x", "10.0.0.1:8786"):
         with pytest.raises(ConfigError, match="--cluster"):
             parse_cluster(bad)
+
+
+#: Evaluated in a worker (the tests' modules are not importable there): are the build modules imported?
+_LOADED = "all(m in __import__('sys').modules for m in ('visloc.localization.build', 'visloc.localization.shards'))"
+
+
+def test_warm_up_loads_the_build_modules_in_every_worker() -> None:
+    """Fresh workers (not the module's: earlier tasks may have loaded the modules there) import them after
+    ``warm_up``, without a task of the build."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+            distributed.Client(lc) as c:
+        assert not any(c.run(eval, _LOADED).values())
+        warm_up(c)
+        deadline = time.monotonic() + 60
+        while not all(c.run(eval, _LOADED).values()):
+            assert time.monotonic() < deadline, "the workers did not import the build modules"
+            time.sleep(0.2)
+        assert len(c.run(eval, _LOADED)) == 2
 
 
 @pytest.mark.e2e

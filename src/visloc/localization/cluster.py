@@ -32,6 +32,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,20 @@ def _single_threaded() -> None:
         torch.set_num_threads(1)
 
 
+def _warm(_: str) -> None:
+    _single_threaded()
+    from . import build, shards  # noqa: F401  (the imports every task needs: torch, OpenCV, h5py, FAISS)
+
+
+def warm_up(client: Client) -> None:
+    """Have every worker import visloc's map-building modules now, in the background (fire and forget): a
+    task sent later finds them loaded. Workers that join later import them with their first task."""
+    from distributed import fire_and_forget
+
+    for address in client.scheduler_info(n_workers=-1).get("workers", {}):
+        fire_and_forget(client.submit(_warm, address, workers=[address], pure=False))
+
+
 def _shard_task(frames: list, out: str, config: M.MapConfig, signature: dict, index: int, count: int) -> str:
     _single_threaded()
     return str(write_shard(frames, out, config, signature, ShardSpec(index, count)))
@@ -162,17 +177,21 @@ def build_map_on_cluster(
     if chunk_size < 1:
         raise ConfigError(f"chunk size {chunk_size}: need at least 1 image per task")
     out = Path(out).resolve()
-    plan = plan_build(Path(data).resolve(), config, split, **dataset_options)
-    signature = build_signature(plan, dataset_options)
-    by_name = {f.name: f for f in plan.frames}
-    count = max(1, math.ceil(len(plan.frames) / chunk_size))
-    specs = [ShardSpec(k, count) for k in range(count)]
-    dirs = [out / SHARDS_DIR / f"{k:05d}-of-{count:05d}" for k in range(count)]
-    chunks = [shard_slice(list(by_name), s) for s in specs]
-    start_build(plan, out)  # refuses a folder started with other settings before any task runs
-    # a finished (or merged) map already holds these: a rerun extracts nothing again
-    stored = set(list_h5_names(out / M.LOCAL_FEATURES)) & set(list_h5_names(out / M.GLOBAL_FEATURES))
-    with connect(cluster) as client:
+    # the dataset is listed on a thread while the cluster starts and its workers import visloc: these fixed
+    # costs overlap instead of adding up (a bad dataset is still reported, once the cluster is closed)
+    with ThreadPoolExecutor(1) as pool, connect(cluster) as client:
+        planning = pool.submit(plan_build, Path(data).resolve(), config, split, **dataset_options)
+        warm_up(client)
+        plan = planning.result()
+        signature = build_signature(plan, dataset_options)
+        by_name = {f.name: f for f in plan.frames}
+        count = max(1, math.ceil(len(plan.frames) / chunk_size))
+        specs = [ShardSpec(k, count) for k in range(count)]
+        dirs = [out / SHARDS_DIR / f"{k:05d}-of-{count:05d}" for k in range(count)]
+        chunks = [shard_slice(list(by_name), s) for s in specs]
+        start_build(plan, out)  # refuses a folder started with other settings before any task runs
+        # a finished (or merged) map already holds these: a rerun extracts nothing again
+        stored = set(list_h5_names(out / M.LOCAL_FEATURES)) & set(list_h5_names(out / M.GLOBAL_FEATURES))
         from distributed import as_completed
 
         futures = {}
