@@ -173,7 +173,7 @@ def run_size(n: int, args, mix: Mixture, queries: np.ndarray, work: Path) -> dic
     work.mkdir(parents=True, exist_ok=True)
     nlist = args.nlist or nlist_for(n)
     config = LargeIndexConfig(nlist=nlist, m=args.m, pca_dim=args.pca_dim, nprobe=args.nprobe[0],
-                              train_size=min(n, max(args.train_size, 64 * nlist)), seed=args.seed)
+                              train_size=min(n, max(args.train_size, args.train_per_list * nlist)), seed=args.seed)
     print(f"[{n:,}] pass 1: ground truth of {len(queries)} queries + training sample of {config.train_size:,}",
           flush=True)
     t = time.perf_counter()
@@ -389,7 +389,9 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 4096 up to 3M vectors, else 8192)")
     parser.add_argument("--m", type=int, default=48)
     parser.add_argument("--pca-dim", type=int, default=96)
-    parser.add_argument("--train-size", type=int, default=262_144, help="at least; 64 x nlist if more")
+    parser.add_argument("--train-size", type=int, default=262_144, help="at least; train-per-list x nlist if more")
+    parser.add_argument("--train-per-list", type=int, default=64,
+                        help="training vectors per IVF list (FAISS warns below 39)")
     parser.add_argument("--centres", type=int, default=16_384)
     parser.add_argument("--latent", type=int, default=64)
     parser.add_argument("--within", type=float, default=0.5)

@@ -45,3 +45,32 @@ def test_tune_malloc_keeps_large_buffers_in_the_heap() -> None:
 def test_tune_malloc_is_idempotent() -> None:
     first = tune_malloc()
     assert tune_malloc() == first
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_ARENA_MAX) is glibc's (Linux)")
+def test_malloc_arena_cap_applies_on_glibc() -> None:
+    import platform
+
+    from visloc.runtime import limit_malloc_arenas
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert limit_malloc_arenas(2) is True
+
+
+def test_torch_threads_pins_and_restores() -> None:
+    import torch
+
+    from visloc.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch_threads(1):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

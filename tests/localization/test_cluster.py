@@ -194,3 +194,14 @@ def test_a_killed_worker_changes_nothing(client, tiny_world: Path, tiny_map_conf
     assert killed and summary.num_images == 48
     assert killed[0] not in client.run(os.getpid).values()  # that process is gone; its tasks ran elsewhere
     same_map(tmp_path / "map", tiny_map)
+
+
+@pytest.mark.parametrize("descriptor", ["cnn", "relpose"])
+def test_cluster_network_descriptors_equal_the_plain_build(client, tiny_world: Path, tiny_map_config,
+                                                           tmp_path: Path, same_map, descriptor: str) -> None:
+    """Global descriptors of the shipped networks, computed in one-thread worker tasks, are the plain
+    build's bit for bit (convolutions may sum in another order with another thread count: this checks it)."""
+    config = dataclasses.replace(tiny_map_config, global_descriptor=descriptor)
+    build_map(tiny_world, tmp_path / "plain", config, split="train")
+    build_map_on_cluster(tiny_world, tmp_path / "cluster", client, config, split="train", chunk_size=16)
+    same_map(tmp_path / "cluster", tmp_path / "plain")

@@ -158,13 +158,3 @@ def test_serve_and_query_as_processes(tiny_map: Path, frame: Frame, tmp_path: Pa
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert f"{tmp_path / 'nope'}: map folder does not exist" in missing.stderr
 
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt(M_ARENA_MAX) is glibc's (Linux)")
-def test_malloc_arena_cap_applies_on_glibc() -> None:
-    import platform
-
-    from visloc.service.commands import limit_malloc_arenas
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
-    assert limit_malloc_arenas(2) is True

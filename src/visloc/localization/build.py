@@ -36,6 +36,7 @@ from ..io.poses import write_poses
 from ..matching import NearestNeighborMatcher, NNConfig
 from ..retrieval import GlobalIndex, global_descriptors
 from ..retrieval.pairs import pairs_from_poses
+from ..runtime import torch_threads
 from . import map as M
 from .triangulation import TriangulationConfig, triangulate_database
 
@@ -158,7 +159,9 @@ def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: l
                 attrs={"source_size": source[0], "source_mtime_ns": source[1]} if source is not None else None,
             )
             if global_writer is not None:
-                global_writer.add(frame.name, {"global_descriptor": descriptor(image, feats).astype(np.float32)})
+                with torch_threads(1):  # the same bits as in a one-thread cluster task (runtime.torch_threads)
+                    vector = descriptor(image, feats).astype(np.float32)
+                global_writer.add(frame.name, {"global_descriptor": vector})
     finally:
         writer.flush()  # on Ctrl-C or an error, keep what was extracted (a hard kill loses one buffer)
         if global_writer is not None:

@@ -33,25 +33,6 @@ def read_token(path: Path) -> str:
     return token
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``; a no-op off Linux/glibc); returns whether it applied.
-
-    glibc gives threads that allocate at once arenas of their own; the server's worker and event-loop threads
-    then keep freed memory in several arenas and resident memory creeps up: +5.8-6.7 % over 1,000 requests
-    without the cap, +0.06 % with it (``benchmarks/service.py``, docs/results/service.md)."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # -8: M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
-
-
 def serve(
     map_dir: Annotated[Path, typer.Argument(metavar="MAP", help="Map folder made by `visloc map build`.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
@@ -94,6 +75,8 @@ def serve(
     def stop(error: BaseException) -> None:
         failures.append(error)
         server.should_exit = True
+
+    from ..runtime import limit_malloc_arenas
 
     limit_malloc_arenas()
     app = create_app(map_dir, config, LocalizeConfig(method), on_load_error=stop)
