@@ -110,18 +110,17 @@ def _single_threaded() -> None:
         torch.set_num_threads(1)
 
 
-def _warm(_: str) -> None:
+def _warm() -> None:
     _single_threaded()
     from . import build, shards  # noqa: F401  (the imports every task needs: torch, OpenCV, h5py, FAISS)
 
 
-def warm_up(client: Client) -> None:
-    """Have every worker import visloc's map-building modules now, in the background (fire and forget): a
-    task sent later finds them loaded. Workers that join later import them with their first task."""
-    from distributed import fire_and_forget
-
-    for address in client.scheduler_info(n_workers=-1).get("workers", {}):
-        fire_and_forget(client.submit(_warm, address, workers=[address], pure=False))
+def warm_up(client: Client) -> list:
+    """Have every worker import visloc's map-building modules now, in the background: a task sent later finds
+    them loaded (workers that join later import them with their first task). Returns the warm-up futures:
+    wait for them before closing a cluster this client started, so that no worker is stopped mid-import."""
+    return [client.submit(_warm, workers=[address], pure=False)
+            for address in client.scheduler_info(n_workers=-1).get("workers", {})]
 
 
 def _shard_task(frames: list, out: str, config: M.MapConfig, signature: dict, index: int, count: int) -> str:
@@ -181,8 +180,14 @@ def build_map_on_cluster(
     # costs overlap instead of adding up (a bad dataset is still reported, once the cluster is closed)
     with ThreadPoolExecutor(1) as pool, connect(cluster) as client:
         planning = pool.submit(plan_build, Path(data).resolve(), config, split, **dataset_options)
-        warm_up(client)
-        plan = planning.result()
+        warming = warm_up(client)
+        try:
+            plan = planning.result()
+        except BaseException:
+            from distributed import wait
+
+            wait(warming, timeout=120)  # a clean shutdown: no worker stopped in the middle of its imports
+            raise
         signature = build_signature(plan, dataset_options)
         by_name = {f.name: f for f in plan.frames}
         count = max(1, math.ceil(len(plan.frames) / chunk_size))

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError, InputError, VislocError
+from ..runtime import limit_malloc_arenas
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def serve(
     def stop(error: BaseException) -> None:
         failures.append(error)
         server.should_exit = True
-
-    from ..runtime import limit_malloc_arenas
 
     limit_malloc_arenas()
     app = create_app(map_dir, config, LocalizeConfig(method), on_load_error=stop)
