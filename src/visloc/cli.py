@@ -130,12 +130,18 @@ def _parse_value(value: str):
     return {"true": True, "false": False, "none": None}.get(value.lower(), value)
 
 
-def _dataset_options(camera: str | None, poses: Path | None, fmt: str) -> dict:
+def _dataset_options(camera: str | None, poses: Path | None, fmt: str, colmap: Path | None = None) -> dict:
+    """The data set reader's options; ``colmap``: a COLMAP model gives the poses and intrinsics (``map build``,
+    ``map add``)."""
     options: dict = {"format": fmt}
     if camera:
         options["camera"] = camera if not Path(camera).is_file() else Path(camera)
     if poses:
         options["poses"] = poses
+    if colmap is not None:
+        if camera or poses:
+            raise typer.BadParameter("--colmap gives the poses and intrinsics: leave out --poses and --camera")
+        options.update(format="colmap" if fmt == "auto" else fmt, model_dir=colmap)
     return options
 
 
@@ -257,11 +263,7 @@ def map_build(
     config = MapConfig(extractor=extractor, extractor_options=_parse_options(extractor_option), points=points,
                        global_descriptor=global_descriptor, global_options=_parse_options(global_option),
                        index={"kind": index, **index_options} if index != "flat" or index_options else {})
-    options = _dataset_options(camera, poses, fmt)
-    if colmap is not None:
-        if camera or poses:
-            raise typer.BadParameter("--colmap gives the poses and intrinsics: leave out --poses and --camera")
-        options.update(format="colmap" if fmt == "auto" else fmt, model_dir=colmap)
+    options = _dataset_options(camera, poses, fmt, colmap)
     if shard is not None:
         if cluster is not None:
             raise typer.BadParameter("--shard builds one slice here; --cluster builds the whole map: give one")
@@ -283,7 +285,11 @@ def map_build(
 def _echo_map_summary(summary) -> None:
     typer.echo(f"map of {summary.num_images} images ({summary.points} points) in {summary.root}, "
                f"{len(summary.skipped)} skipped, {summary.seconds:.1f} s")
-    for s in summary.skipped:
+    _echo_skipped(summary.skipped)
+
+
+def _echo_skipped(skipped) -> None:
+    for s in skipped:
         typer.echo(f"  skipped {s}")
 
 
@@ -298,6 +304,33 @@ def map_merge(
     from .localization.shards import merge_shards
 
     _echo_map_summary(merge_shards(shards, out))
+
+
+@map_app.command("add")
+def map_add(
+    map_dir: Annotated[Path, typer.Argument(metavar="MAP", help="Map folder (from `visloc map build`).")],
+    dataset: Annotated[Path, typer.Argument(
+        metavar="DATASET",
+        help="Data set folder (the layouts `map build` reads): its images that MAP does not hold yet are added.")],
+    split: Annotated[str | None, typer.Option(
+        help="Frames to add: train, test, all, even, odd (default: the format's own, train for 7-Scenes).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, 7scenes, tum, folder or colmap.")] = "auto",
+    camera: Annotated[str | None, typer.Option(help="Intrinsics: 'MODEL W H params...' or a query-list file.")] = None,
+    poses: Annotated[Path | None, typer.Option(help="hloc pose file (image folders only).")] = None,
+    colmap: Annotated[Path | None, typer.Option(
+        help="COLMAP sparse model of the images in DATASET: poses and intrinsics from it (instead of "
+             "--poses/--camera); a --points colmap map takes its 3D points.")] = None,
+) -> None:
+    """Add database images to a finished map without rebuilding it: processed with the map's settings (its
+    extractor, fitted global descriptor and index quantizers: nothing is refitted), 3D points as the map's
+    points mode says; images already in the map are skipped, and an interrupted run is completed by a rerun."""
+    from .localization.extend import add_to_map
+
+    summary = add_to_map(map_dir, dataset, split=split, **_dataset_options(camera, poses, fmt, colmap))
+    typer.echo(f"added {summary.num_added} images ({summary.points} points) to {summary.root}, now "
+               f"{summary.num_images}; {summary.num_present} already in it, {len(summary.skipped)} skipped, "
+               f"{summary.seconds:.1f} s")
+    _echo_skipped(summary.skipped)
 
 
 @map_app.command("georef")

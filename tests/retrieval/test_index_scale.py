@@ -244,3 +244,20 @@ def test_bad_inputs(tmp_path: Path, db, trained) -> None:
     with pytest.raises(InputError, match="64-dimensional"):
         extend_ondisk(built, [db[:10, :32]])
     assert open_ondisk(built).ntotal == 3000
+
+
+def test_trained_part_of_an_index_in_memory(db, queries, trained) -> None:
+    """The copy of an index held in memory takes additions (it once crashed on its first ``add``) and
+    the source keeps its vectors and answers."""
+    index = _in_memory(trained, db)
+    before = index.search(queries, 5)
+    empty = trained_part(index)
+    assert empty.ntotal == 0 and empty.is_trained and index.ntotal == len(db)
+    empty.add(db[:6000])
+    empty.add(db[6000:])
+    assert empty.ntotal == len(db)
+    np.testing.assert_array_equal(empty.search(queries, 5)[1], before[1])
+    np.testing.assert_array_equal(index.search(queries, 5)[1], before[1])
+    del empty
+    index.add(db[:10])  # the source's own lists are intact and still its own
+    assert index.ntotal == len(db) + 10

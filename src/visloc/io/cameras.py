@@ -32,6 +32,11 @@ def read_cameras(path: str | Path) -> dict[str, Camera]:
     return cameras
 
 
+def format_camera_line(name: str, camera: Camera) -> str:
+    """``name MODEL W H params...``: one line of a camera file (query-list format)."""
+    return f"{name} {camera.to_colmap_string()}"
+
+
 def write_cameras(path: str | Path, cameras: Mapping[str, Camera]) -> None:
     """Write ``{name: Camera}`` atomically."""
-    write_text(path, "".join(f"{n} {c.to_colmap_string()}\n" for n, c in cameras.items()))
+    write_text(path, "".join(format_camera_line(n, c) + "\n" for n, c in cameras.items()))

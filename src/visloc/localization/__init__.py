@@ -1,6 +1,7 @@
 """Maps of database images and the localization of queries against them, as stages with file contracts:
 ``build_map`` -> ``retrieve`` (pairs.txt) [-> ``verify_pairs`` (re-ranked pairs.txt)] -> ``match_pairs``
-(features.h5, matches.h5) -> ``localize`` (poses.txt), the last one composing the others in process."""
+(features.h5, matches.h5) -> ``localize`` (poses.txt), the last one composing the others in process;
+``add_to_map`` adds images to a built map."""
 
 from .build import MapSummary, build_map
 from .estimators import (
@@ -11,6 +12,7 @@ from .estimators import (
     estimator_config,
     estimators,
 )
+from .extend import AddSummary, add_to_map
 from .localize import LocalizeConfig, Localizer, LocalizeSummary, QueryResult, localize
 from .map import Map, MapConfig
 from .match import MatchConfig, MatchSummary, PairMatcher, match_pairs
@@ -18,6 +20,7 @@ from .retrieve import RetrievalConfig, Retriever, RetrieveSummary, retrieve
 from .verify import VerifyConfig, VerifySummary, verify_pairs
 
 __all__ = [
+    "AddSummary",
     "EssentialConfig",
     "LocalizeConfig",
     "LocalizeSummary",
@@ -37,6 +40,7 @@ __all__ = [
     "UnifiedConfig",
     "VerifyConfig",
     "VerifySummary",
+    "add_to_map",
     "build_map",
     "estimator_config",
     "estimators",

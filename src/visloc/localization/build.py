@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..datasets.base import Frame, FrameSet, Skipped
 from ..datasets.colmap import read_colmap_observations
 from ..errors import ConfigError, InputError
 from ..features import LocalFeatures, extractors
+from ..geometry import Camera, Pose
 from ..geometry.backends import cam_from_img
 from ..io.atomic import atomic_path, write_json
 from ..io.cameras import write_cameras
@@ -236,20 +237,31 @@ def _global_stage(frames: list[Frame], out: Path, config: M.MapConfig, mapper: M
             logger.info("fitting the %s codebook on %d images", config.global_descriptor, len(names))
             desc.fit(local(n).descriptors for n in names)
             _save_state(out, desc)
-        vectors = np.stack(mapper(describe_images, (str(out), config), names))
-        writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
-        for n, v in zip(names, vectors, strict=True):
-            writer.add(n, {"global_descriptor": v})
-        writer.finalize(file_attrs={"global_descriptor": config.global_descriptor})
-    else:
-        with H5Reader(out / M.GLOBAL_FEATURES) as r:
-            vectors = np.stack([r.read(n, ("global_descriptor",))["global_descriptor"] for n in names])
+    vectors = global_vectors(names, out, config, desc, mapper)
     if getattr(desc, "fits_on_vectors", False):
         logger.info("fitting the %s descriptor on the %d database vectors", config.global_descriptor, len(names))
         desc.fit_vectors(vectors)
         _save_state(out, desc)
     index = GlobalIndex.build(M.index_vectors(desc, vectors), names, config.index_config())
     index.save(out / M.GLOBAL_INDEX)
+
+
+def global_vectors(names: list[str], out: Path, config: M.MapConfig, desc: Any,
+                   mapper: Mapper = run_here) -> np.ndarray:
+    """The raw global descriptors ``(N, D)`` of the images ``names`` of the map folder ``out``.
+
+    A descriptor that needs a fit (``desc.needs_fit``: VLAD) describes them from their local features with
+    the state saved in ``out/global_state.npz`` (:func:`describe_images` through ``mapper``) and adds them to
+    ``global_features.h5``; the others were computed and stored there during extraction and are read."""
+    if getattr(desc, "needs_fit", False):
+        vectors = np.stack(mapper(describe_images, (str(out), config), names))
+        writer = ShardedH5Writer(out / M.GLOBAL_FEATURES, flush_every=len(names) + 1)
+        for n, v in zip(names, vectors, strict=True):
+            writer.add(n, {"global_descriptor": v})
+        writer.finalize(file_attrs={"global_descriptor": config.global_descriptor})
+        return vectors
+    with H5Reader(out / M.GLOBAL_FEATURES) as r:
+        return np.stack([r.read(n, ("global_descriptor",))["global_descriptor"] for n in names])
 
 
 def _save_state(out: Path, desc: Any) -> None:
@@ -352,18 +364,40 @@ def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: Tria
                 writer.add(f.name, {"points3D": points})
         writer.finalize(file_attrs={"source": "depth"})
         return mode
-    # triangulate from database pairs chosen by pose
-    with H5Reader(out / M.LOCAL_FEATURES) as r:
-        keypoints = {f.name: M.read_local_features(r, f.name).keypoints for f in frames}
-    poses = {f.name: f.pose for f in frames}
-    pairs = [tuple(pair) for pair in pairs_from_poses(poses, triangulation.num_neighbors)]
-    pair_matches = dict(zip(pairs, mapper(match_database_pairs, (str(out),), pairs), strict=True))
-    points = triangulate_database(keypoints, {f.name: f.camera for f in frames}, poses, pair_matches, triangulation)
-    writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(frames) + 1)
-    for n, p in points.items():
-        writer.add(n, {"points3D": p})
-    writer.finalize(file_attrs={"source": "triangulation"})
+    triangulate_points(out, {f.name: f.pose for f in frames}, {f.name: f.camera for f in frames}, triangulation,
+                       mapper)
     return "triangulate"
+
+
+def triangulate_points(out: Path, poses: dict[str, Pose], cameras: dict[str, Camera],
+                       triangulation: TriangulationConfig, mapper: Mapper = run_here,
+                       targets: Collection[str] | None = None) -> None:
+    """Triangulate database keypoints from database pairs chosen by pose (:func:`pairs_from_poses` over all
+    of ``poses``) and add their points to ``out/points3D.h5``.
+
+    Args:
+        out: the map folder (its ``local_features.h5`` holds every image of ``poses``).
+        poses / cameras: ``cam_from_world`` and intrinsics of every database image, in map order.
+        targets: triangulate only these images (``None``: all), from the pairs that hold one of them. A
+            point depends only on its image's own pairs (star-shaped tracks), so the targets get the points
+            a build over all of ``poses`` would give them.
+    """
+    pairs = [tuple(pair) for pair in pairs_from_poses(poses, triangulation.num_neighbors)]
+    if targets is not None:
+        targets = set(targets)
+        pairs = [(a, b) for a, b in pairs if a in targets or b in targets]
+    involved = {n for pair in pairs for n in pair} | set(poses if targets is None else targets)
+    names = [n for n in poses if n in involved]
+    with H5Reader(out / M.LOCAL_FEATURES) as r:
+        keypoints = {n: M.read_local_features(r, n).keypoints for n in names}
+    pair_matches = dict(zip(pairs, mapper(match_database_pairs, (str(out),), pairs), strict=True))
+    points = triangulate_database(keypoints, {n: cameras[n] for n in names}, {n: poses[n] for n in names},
+                                  pair_matches, triangulation)
+    writer = ShardedH5Writer(out / M.POINTS3D, flush_every=len(points) + 1)
+    for n, p in points.items():
+        if targets is None or n in targets:
+            writer.add(n, {"points3D": p})
+    writer.finalize(file_attrs={"source": "triangulation"})
 
 
 #: Written when a build starts: a resumed build must use the same settings as the files already there.

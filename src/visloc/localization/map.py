@@ -16,6 +16,10 @@ A map folder holds, in formats hloc users know::
                               PCA whitening)
     MAP/points3D.h5           points3D (N, 3) per image: the world point of each keypoint, NaN if unknown
                               (from registered depth, or triangulated from database pairs)
+
+``visloc map add`` (:mod:`.extend`) writes the next state of these files in ``MAP/add.staging/`` and moves
+them in with the manifest last (``MAP/add.lock`` while it runs); a map without ``map.json`` but with
+``MAP/add.staging/commit.json`` is an interrupted addition that a rerun of ``visloc map add`` completes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ GLOBAL_FEATURES = "global_features.h5"
 GLOBAL_INDEX = "global_index.faiss"
 GLOBAL_STATE = "global_state.npz"
 POINTS3D = "points3D.h5"
+#: Where ``visloc map add`` prepares the map's next files, and the record whose presence means they are
+#: complete and being moved in (see :mod:`.extend`).
+ADD_STAGING = "add.staging"
+ADD_COMMIT = "commit.json"
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,9 @@ class Map:
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
+            if (self.root / ADD_STAGING / ADD_COMMIT).is_file():
+                raise InputError(self.root, f"not a complete visloc map (no {MANIFEST}): a `visloc map add` was "
+                                            "interrupted while it moved its files in; rerun it to finish")
             raise InputError(self.root, f"not a complete visloc map (no {MANIFEST}; build it with `visloc map build`)")
         try:
             self.manifest: dict[str, Any] = json.loads(manifest.read_text())

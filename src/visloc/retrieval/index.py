@@ -238,6 +238,14 @@ class GlobalIndex:
             raise ConfigError(f"nprobe must be >= 1, got {value}")
         ivf.nprobe = min(int(value), int(ivf.nlist))
 
+    @property
+    def lists_file(self) -> Path | None:
+        """The memory-mapped file of an on-disk index's inverted lists (:mod:`visloc.retrieval.large_index`:
+        extend such an index with its ``extend_ondisk``, not :meth:`add`); ``None`` for an index in memory."""
+        if not _ondisk(self.index):
+            return None
+        return Path(str(faiss.downcast_InvertedLists(_ivf(self.index).invlists).filename))
+
     def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """``(K, D)`` float32: the indexed vectors of ``rows`` (exact for a flat index, the decoded
         approximation for IVF-PQ), e.g. the neighbours of average query expansion."""
@@ -338,14 +346,12 @@ class GlobalIndex:
         """Size of the serialised index in bytes (what :meth:`save` writes; for an on-disk index the
         index part plus its lists file)."""
         size = int(faiss.serialize_index(self.index).size)
-        if _ondisk(self.index):
-            lists = faiss.downcast_InvertedLists(_ivf(self.index).invlists)
-            size += Path(str(lists.filename)).stat().st_size
-        return size
+        lists = self.lists_file
+        return size + (lists.stat().st_size if lists is not None else 0)
 
     def save(self, path: str | Path) -> None:
-        if _ondisk(self.index):
-            lists = Path(str(faiss.downcast_InvertedLists(_ivf(self.index).invlists).filename))
+        lists = self.lists_file
+        if lists is not None:
             if Path(path).resolve().parent != lists.resolve().parent:
                 raise ConfigError(f"an on-disk index is saved next to its lists file {lists}, not at {path}")
         with atomic_path(path) as tmp:

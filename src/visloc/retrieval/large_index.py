@@ -267,25 +267,23 @@ def _next_generation(path: Path) -> int:
 
 def trained_part(index: faiss.Index) -> faiss.Index:
     """A trained empty copy of ``index`` (its transform, centroids and codebooks, no vectors): what
-    encodes further additions with the same quantizers."""
-    empty = faiss.clone_index(index) if not _is_ondisk(index) else None
-    if empty is None:  # cloning would copy the mapped lists into memory: strip them first
-        ivf = faiss.extract_index_ivf(index)
-        saved, ntotal = ivf.invlists, int(index.ntotal)
-        ivf.own_invlists = False
-        ivf.invlists = faiss.ArrayInvertedLists(int(ivf.nlist), int(ivf.code_size))
-        index.ntotal = ivf.ntotal = 0
-        try:
-            empty = faiss.clone_index(index)
-        finally:
-            temp = ivf.invlists
-            ivf.invlists, ivf.own_invlists = saved, True
-            index.ntotal = ivf.ntotal = ntotal
-            del temp
-        return empty
-    eivf = faiss.extract_index_ivf(empty)
-    eivf.replace_invlists(faiss.ArrayInvertedLists(int(eivf.nlist), int(eivf.code_size)), True)
-    empty.ntotal = eivf.ntotal = 0
+    encodes further additions with the same quantizers. ``index`` itself is left as it was.
+
+    Its lists (in memory or mapped from disk) are swapped for empty ones while it is cloned, so the
+    vectors are never copied; the empty lists are C++-owned by the copy (a Python-owned list object
+    handed to faiss would be freed under it)."""
+    ivf = faiss.extract_index_ivf(index)
+    saved, owned, ntotal = ivf.invlists, ivf.own_invlists, int(index.ntotal)
+    placeholder = faiss.ArrayInvertedLists(int(ivf.nlist), int(ivf.code_size))
+    ivf.own_invlists = False
+    ivf.invlists = placeholder
+    index.ntotal = ivf.ntotal = 0
+    try:
+        empty = faiss.clone_index(index)
+    finally:
+        ivf.invlists, ivf.own_invlists = saved, owned
+        index.ntotal = ivf.ntotal = ntotal
+        del placeholder
     return empty
 
 
