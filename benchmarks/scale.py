@@ -12,8 +12,8 @@ For each ``--sizes`` N, in a work folder:
    Queries are fresh draws of the same mixture (another seed stream), not database vectors.
 2. **Ground truth.** One pass over the chunks: exact inner-product top 10 of ``--queries`` queries
    (numpy, float32) and a seeded reservoir sample of ``train_size`` rows for training.
-3. **Build.** ``visloc.retrieval.large_index.build_ondisk`` (PCA-rotation to 96-D, IVF, PQ48: 48 code
-   bytes + 8 id bytes a vector), a second pass over the chunks, shards of 1M vectors merged into one
+3. **Build.** ``visloc.retrieval.large_index.build_ondisk`` (by default its ``LargeIndexConfig``: PCA-rotation
+   to 64-D, IVF with L2 after the PCA, PQ64x6: 48 code bytes + 8 id bytes a vector), a second pass over the chunks, shards of 1M vectors merged into one
    memory-mapped lists file.
 4. **Query**, in a fresh process (so its memory is the index's, not the build's): open the index
    (lists memory-mapped), search the queries for each ``--nprobe`` with 1 and with 2 threads (all queries
@@ -53,6 +53,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from visloc.retrieval.index import set_search_depth
 from visloc.retrieval.large_index import LargeIndexConfig, build_ondisk, resident_bytes
 
 CHUNK = 65_536
@@ -139,10 +140,9 @@ def query_main(work: Path, nprobes: list[int], repeats: int, threads: list[int])
     index = open_ondisk(work / "index" / "global_index.faiss")
     open_s = time.perf_counter() - t
     rss_open = resident_bytes()
-    ivf = faiss.extract_index_ivf(index)
     rows = []
     for nprobe in nprobes:
-        ivf.nprobe = nprobe
+        set_search_depth(index, nprobe)
         row = {"nprobe": nprobe}
         for th in threads:
             faiss.omp_set_num_threads(th)
@@ -164,16 +164,18 @@ def query_main(work: Path, nprobes: list[int], repeats: int, threads: list[int])
 
 
 def nlist_for(n: int) -> int:
-    """IVF lists: 4096 up to 3M vectors, 8192 above (training and coarse assignment stay within minutes on
-    2 cores; FAISS's rule of thumb 4-16 sqrt(N) would be 12k-50k at 10M)."""
-    return 4096 if n <= 3_000_000 else 8192
+    """IVF lists: 4096 up to 3M vectors, 16384 above (FAISS's rule of thumb 4-16 sqrt(N): 12k-50k at 10M;
+    two-level k-means trains them in a minute, the exact coarse assignment of 10M vectors takes ~15 min)."""
+    return 4096 if n <= 3_000_000 else 16384
 
 
 def run_size(n: int, args, mix: Mixture, queries: np.ndarray, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     nlist = args.nlist or nlist_for(n)
-    config = LargeIndexConfig(nlist=nlist, m=args.m, pca_dim=args.pca_dim, nprobe=args.nprobe[0],
-                              train_size=min(n, max(args.train_size, args.train_per_list * nlist)), seed=args.seed)
+    config = LargeIndexConfig(nlist=nlist, m=args.m, nbits=args.nbits, pca_dim=args.pca_dim, nprobe=args.nprobe[0],
+                              train_size=min(n, max(args.train_size, args.train_per_list * nlist)), seed=args.seed,
+                              metric=args.metric, quantizer=args.quantizer,
+                              two_level={"auto": None, "yes": True, "no": False}[args.two_level])
     print(f"[{n:,}] pass 1: ground truth of {len(queries)} queries + training sample of {config.train_size:,}",
           flush=True)
     t = time.perf_counter()
@@ -267,7 +269,8 @@ def projection(results: list[dict], build: dict) -> list[str]:
     add_per_vec = big["add_s"] / big["n"] * 2  # seconds of one core per vector (measured with 2 threads)
     train_s = big["train_s"]
     nlist = big["config"]["nlist"]
-    bpv = big["bytes_per_vector"] - big["file_bytes"] / big["n"] + (big["config"]["m"] + 8)  # codes + ids
+    code_bytes = LargeIndexConfig(**big["config"]).bytes_per_vector()  # codes + ids in the lists file
+    bpv = big["bytes_per_vector"] - big["file_bytes"] / big["n"] + code_bytes
     lines = ["## Projection: 1M and 100M database images", ""]
     if not build:
         lines += ["(no map-build costs: run with `--build-world tiny` or after benchmarks/cluster_build.py)", ""]
@@ -281,7 +284,7 @@ def projection(results: list[dict], build: dict) -> list[str]:
         + "); the index costs "
         f"{add_per_vec * 1e6:.1f} µs of one core per vector to encode (PCA, coarse assignment among {nlist} "
         f"lists, PQ) and {train_s:.0f} s to train on {big['config']['train_size']:,} vectors (2 threads), "
-        f"{big['config']['m'] + 8} bytes a vector on disk, at {big['n']:,} vectors.",
+        f"{code_bytes} bytes a vector on disk, at {big['n']:,} vectors.",
         "",
         "| database images | map build, core-hours | cores for 8 h | index encode, core-hours | "
         "index lists on disk | Dask tasks (32 images) | shard folders |",
@@ -319,12 +322,14 @@ def projection(results: list[dict], build: dict) -> list[str]:
         "shared file system lists and what one merging client opens comfortably (file handles, metadata "
         "load); shards should be per worker-batch (10^3-10^4 of them), merged hierarchically.")
     items.append(
-        f"**Index training.** k-means of {nlist} lists on {big['config']['train_size']:,} vectors took "
-        f"{train_s:.0f} s here. At 100M the lists should be 65,536-262,144 (4-16 sqrt(N)) trained on "
-        f"~40-64 vectors a list (2.6M-17M vectors, 1-6 GiB at 96-D): k-means cost grows with lists x sample, "
-        f"about {train_s * (65536 / nlist) * (65536 * 64 / big['config']['train_size']):,.0f} s of these 2 cores "
-        "for 65,536 lists: a GPU or a two-level (coarse-then-fine) quantizer is the way out; encoding itself "
-        "parallelises over shards (the trained index is one small file).")
+        f"**Index training.** The {nlist} lists were trained on {big['config']['train_size']:,} vectors in "
+        f"{train_s:.0f} s here (two-level k-means: {'yes' if big['config'].get('two_level') is not False and nlist > 8192 else 'no'}). "
+        "At 100M the lists should be 65,536-262,144 (4-16 sqrt(N)) trained on ~40 vectors a list (2.6M-10M "
+        "vectors, 0.7-2.6 GiB at 64-D): two-level k-means keeps that to minutes, but assigning every vector to its "
+        "list with the exact (flat) quantizer costs nlist distances a vector, the bulk of the encode time above "
+        "(it grows with nlist): at 65,536+ lists an HNSW quantizer (`quantizer='hnsw'`, measured to lose recall "
+        "here at 16,384 lists) or a GPU for the assignment; encoding itself parallelises over shards (the trained "
+        "index is one small file).")
     items.append(
         f"**Memory and the lists file.** The codes and ids are {gib(1e8 * bpv)} at 100M: they fit on one "
         "machine's disk and page cache (a query touches only nprobe lists), and merging is a sequential "
@@ -385,12 +390,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 4096 up to 3M vectors, else 8192)")
-    parser.add_argument("--m", type=int, default=48)
-    parser.add_argument("--pca-dim", type=int, default=96)
+    parser.add_argument("--m", type=int, default=LargeIndexConfig.m)
+    parser.add_argument("--nbits", type=int, default=LargeIndexConfig.nbits, help="bits per PQ code")
+    parser.add_argument("--pca-dim", type=int, default=LargeIndexConfig.pca_dim)
+    parser.add_argument("--metric", choices=("l2", "ip"), default=LargeIndexConfig.metric,
+                        help="comparison after the PCA (LargeIndexConfig.metric)")
+    parser.add_argument("--quantizer", choices=("flat", "hnsw"), default=LargeIndexConfig.quantizer)
+    parser.add_argument("--two-level", choices=("auto", "yes", "no"), default="auto",
+                        help="two-level k-means for the lists (auto: above 8192 lists, L2)")
     parser.add_argument("--train-size", type=int, default=262_144, help="at least; train-per-list x nlist if more")
-    parser.add_argument("--train-per-list", type=int, default=64,
+    parser.add_argument("--train-per-list", type=int, default=40,
                         help="training vectors per IVF list (FAISS warns below 39)")
     parser.add_argument("--centres", type=int, default=16_384)
     parser.add_argument("--latent", type=int, default=64)

@@ -108,6 +108,17 @@ def _make_ivfpq(dim: int, config: IndexConfig) -> faiss.Index:
     return faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.m, config.nbits, faiss.METRIC_INNER_PRODUCT)
 
 
+def set_search_depth(index: faiss.Index, nprobe: int, ef_search: int | None = None) -> None:
+    """Lists scanned per query (``nprobe``, at most ``nlist``) and, for an HNSW coarse quantizer, its search
+    depth (at least ``nprobe``)."""
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = min(int(nprobe), int(ivf.nlist))
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        depth = int(ef_search) if ef_search is not None else int(quantizer.hnsw.efSearch)
+        quantizer.hnsw.efSearch = max(depth, int(ivf.nprobe))
+
+
 def _inner_products(index: faiss.Index, scores: np.ndarray) -> np.ndarray:
     """``index.search`` scores as inner products: L2 indexes return squared distances of unit vectors."""
     if index.metric_type == faiss.METRIC_L2:
@@ -236,7 +247,7 @@ class GlobalIndex:
             raise ConfigError("nprobe only applies to an ivfpq index")
         if int(value) < 1:
             raise ConfigError(f"nprobe must be >= 1, got {value}")
-        ivf.nprobe = min(int(value), int(ivf.nlist))
+        set_search_depth(self.index, int(value))
 
     @property
     def lists_file(self) -> Path | None:

@@ -4,7 +4,8 @@
 path for millions of vectors (docs/scale.md, "The index at scale"):
 
 * :func:`build_ondisk` trains a PCA-rotation + IVF + PQ index (FAISS ``"PCAR{pca_dim},IVF{nlist},PQ{m}"``,
-  inner product) on a seeded sample of the stream (:func:`reservoir_sample`, one pass, or a sample given),
+  L2 after the PCA, which on unit vectors ranks as the inner product; optionally an HNSW coarse quantizer and
+  two-level k-means for many lists) on a seeded sample of the stream (:func:`reservoir_sample`, one pass, or a sample given),
   encodes the chunks with ids ``0 .. N-1`` into shards of at most ``shard_size`` vectors (each written to a
   temporary file: memory holds one shard's codes, ``shard_size * (m + 8)`` bytes), and merges the shards'
   inverted lists into one FAISS ``OnDiskInvertedLists`` file (``merge_from_multiple``, as
@@ -46,7 +47,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_path
-from .index import MIN_POINTS_PER_CENTROID
+from .index import MIN_POINTS_PER_CENTROID, set_search_depth
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 READ_FLAGS = faiss.IO_FLAG_ONDISK_SAME_DIR
 
 Chunks = Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]]
+#: ``LargeIndexConfig.metric`` -> FAISS metric.
+METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+QUANTIZERS = ("flat", "hnsw")
+#: Above this many lists the centroids are trained by two-level k-means unless ``two_level`` says otherwise.
+TWO_LEVEL_ABOVE = 8192
 
 
 @dataclass(frozen=True)
@@ -61,27 +67,50 @@ class LargeIndexConfig:
     """How :func:`build_ondisk` indexes a stream.
 
     Args:
-        nlist: IVF coarse centroids (``4 sqrt(N)`` to ``16 sqrt(N)``; 16384 at 10M).
+        nlist: IVF coarse centroids (``4 sqrt(N)`` to ``16 sqrt(N)``; 16384 at 10M), trained on about 40
+            vectors each (``train_size``).
         m: PQ sub-quantizers of ``nbits`` bits: ``m * nbits / 8`` code bytes a vector (+ 8 id bytes).
-        nbits: bits per PQ code (8: the fast path).
+        nbits: bits per PQ code (8 is FAISS's fastest scan; the default 64 one-dimensional codes of 6 bits
+            keep more precision in the same 48 bytes than 48 two-dimensional ones of 8 bits: 10-recall@10
+            0.936 against 0.909 at 1M vectors, 0.913 at 10M, at about a quarter of the speed).
         pca_dim: PCA to this many dimensions followed by a random rotation (FAISS ``PCAR``: spreads the
             variance evenly over the PQ sub-vectors) before the IVF; ``0``: none (PQ on the full
             dimension). Must be divisible by ``m``; descriptors with a low intrinsic dimension (CNN
-            descriptors, VLAD) lose little.
+            descriptors, VLAD) lose little: choose it where :func:`kept_variance` of a trained index reaches
+            about 0.99 (64 on the benchmark's data, docs/scale.md).
         nprobe: inverted lists scanned per query (saved with the index).
         train_size: at most this many vectors (a seeded sample) train PCA, centroids and codebooks.
         shard_size: vectors encoded in memory before their shard is written to disk.
         seed: sample seed.
+        metric: ``"l2"`` (default) or ``"ip"``: how the index compares vectors *after* the PCA. On unit
+            descriptors both rank like the inner product of the originals, but the PCA subtracts the data
+            mean, after which an inner product is biased by each vector's projection on the mean, and
+            inner-product (spherical) centroids leave larger residuals for the PQ: L2 reached 10-recall@10
+            0.909 where ``"ip"`` reached 0.848 (1M vectors, 4096 lists, nprobe 16; docs/results/scale.md).
+            Scores are converted back to inner products by :class:`~visloc.retrieval.GlobalIndex`.
+        quantizer: the coarse quantizer that assigns vectors to lists: ``"flat"`` (exact) or ``"hnsw"``
+            (an HNSW graph over the centroids, FAISS ``IVF{nlist}_HNSW32``: assignment in about
+            ``log(nlist)`` instead of ``nlist`` distances, what makes 65,536+ lists affordable).
+        ef_search: HNSW search depth of the ``"hnsw"`` quantizer, for encoding and queries (at least
+            ``nprobe`` at query time).
+        two_level: train the centroids by two-level k-means (``sqrt(nlist)`` coarse clusters, then each
+            split into its share of the lists: ``faiss.contrib.clustering.two_level_clustering``), far
+            faster than one k-means over ``nlist`` centroids on many lists; ``None`` (default): when
+            ``nlist > 8192``. L2 only.
     """
 
     nlist: int = 16384
-    m: int = 48
-    nbits: int = 8
-    pca_dim: int = 96
-    nprobe: int = 64
+    m: int = 64
+    nbits: int = 6
+    pca_dim: int = 64
+    nprobe: int = 16
     train_size: int = 262_144
     shard_size: int = 1_000_000
     seed: int = 0
+    metric: str = "l2"
+    quantizer: str = "flat"
+    ef_search: int = 128
+    two_level: bool | None = None
 
     def __post_init__(self) -> None:
         for key in ("nlist", "m", "nbits", "nprobe", "train_size", "shard_size"):
@@ -91,6 +120,21 @@ class LargeIndexConfig:
             raise ConfigError(f"large index pca_dim must be >= 0 (0: no PCA), got {self.pca_dim}")
         if self.nbits > 16:
             raise ConfigError(f"large index nbits must be <= 16, got {self.nbits}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"large index metric must be one of {tuple(METRICS)}, got {self.metric!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"large index quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if int(self.ef_search) < 1:
+            raise ConfigError(f"large index ef_search must be >= 1, got {self.ef_search}")
+        if self.two_level and self.metric != "l2":
+            raise ConfigError("large index two_level training clusters in L2: use metric='l2' or two_level=False")
+
+    @property
+    def uses_two_level(self) -> bool:
+        """Whether the centroids are trained by two-level k-means (``two_level``, else ``nlist > 8192`` in L2)."""
+        if self.two_level is not None:
+            return bool(self.two_level)
+        return self.metric == "l2" and self.nlist > TWO_LEVEL_ABOVE
 
     def factory(self, dim: int) -> str:
         """The FAISS ``index_factory`` string for ``dim``-dimensional input (ConfigError if it cannot be)."""
@@ -100,7 +144,8 @@ class LargeIndexConfig:
         if inner % self.m:
             raise ConfigError(f"large index: m={self.m} sub-quantizers must divide the PQ dimension {inner}")
         pre = f"PCAR{self.pca_dim}," if self.pca_dim else ""
-        return f"{pre}IVF{self.nlist},PQ{self.m}x{self.nbits}"
+        coarse = "_HNSW32" if self.quantizer == "hnsw" else ""
+        return f"{pre}IVF{self.nlist}{coarse},PQ{self.m}x{self.nbits}"
 
     def min_train(self) -> int:
         return max(self.nlist, 2**self.nbits, self.pca_dim)
@@ -124,6 +169,7 @@ class BuildStats:
     total_s: float = 0.0
     file_bytes: int = 0
     shards: int = 0
+    pca_kept_variance: float | None = None
     config: dict = field(default_factory=dict)
 
     @property
@@ -193,16 +239,61 @@ def train_index(sample: np.ndarray, config: LargeIndexConfig) -> faiss.Index:
         )
     if n < MIN_POINTS_PER_CENTROID * config.nlist:
         log.warning("large index: %d training vectors for %d lists; recall may suffer", n, config.nlist)
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, factory, METRICS[config.metric])
     ivf = faiss.extract_index_ivf(index)
     ivf.cp.seed = int(config.seed) + 1234  # k-means initialisation (FAISS's default seed is 1234)
     ivf.cp.max_points_per_centroid = max(ivf.cp.max_points_per_centroid, n // config.nlist + 1)
     pq_ivf = faiss.downcast_index(ivf)
     if hasattr(pq_ivf, "do_polysemous_training"):  # the factory turns it on; unused here, and slow
         pq_ivf.do_polysemous_training = False
-    index.train(sample)
-    ivf.nprobe = min(config.nprobe, config.nlist)
+    if config.uses_two_level:
+        _train_two_level(index, ivf, sample, config)
+    else:
+        index.train(sample)
+    set_search_depth(index, config.nprobe, config.ef_search)
+    kept = kept_variance(index)
+    if kept is not None:
+        log.info("large index: PCA to %d dimensions keeps %.2f %% of the sample's variance", config.pca_dim, 100 * kept)
     return index
+
+
+def kept_variance(index: faiss.Index) -> float | None:
+    """The share of its training sample's variance that the PCA of a trained ``index`` keeps (``None``
+    without a PCA). Choose ``pca_dim`` where it reaches about 0.99: the dimensions dropped beyond are noise
+    to the ranking, and every kept one takes PQ bits (on the benchmark's 64-D-latent mixture, 64 dimensions
+    with 7 bits each beat 96 with 4 bits each at the same bytes: docs/results/scale.md)."""
+    outer = faiss.downcast_index(index)
+    if not isinstance(outer, faiss.IndexPreTransform):
+        return None
+    for i in range(outer.chain.size()):
+        transform = faiss.downcast_VectorTransform(outer.chain.at(i))
+        if isinstance(transform, faiss.PCAMatrix):
+            eig = faiss.vector_to_array(transform.eigenvalues)
+            total = float(np.sum(np.maximum(eig, 0)))
+            return float(np.sum(np.maximum(eig[: transform.d_out], 0)) / total) if total > 0 else None
+    return None
+
+
+def _train_two_level(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray, config: LargeIndexConfig) -> None:
+    """Train ``index`` with centroids from two-level k-means: the pre-transforms first, then the centroids
+    (added to the quantizer, which IVF training then keeps), then the PQ on the residuals."""
+    from faiss.contrib.clustering import two_level_clustering
+
+    x = sample
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexPreTransform):
+        for i in range(outer.chain.size()):
+            transform = outer.chain.at(i)
+            transform.train(x)
+            x = transform.apply(x)
+    # the sub-clusterings get about the sample's share per list; train_index has warned already if it is thin
+    centroids, _ = two_level_clustering(x, max(1, round(config.nlist ** 0.5)), config.nlist,
+                                        seed=int(config.seed) + 1234, min_points_per_centroid=16)
+    ivf.quantizer.train(centroids)
+    ivf.quantizer.add(centroids)
+    index.train(sample)  # the transforms are trained and the quantizer full: this trains the PQ only
+
+
 
 
 def _empty_like(trained: faiss.Index) -> faiss.Index:
@@ -375,6 +466,7 @@ def build_ondisk(chunks: Chunks, path: str | Path, config: LargeIndexConfig | No
         t = time.perf_counter()
         trained = train_index(sample, config)
         stats.train_s = time.perf_counter() - t
+    stats.pca_kept_variance = kept_variance(trained)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".shards.", dir=tmp_dir or path.parent) as tmp:
         writer = _ShardWriter(trained, config.shard_size, 0, Path(tmp))
@@ -392,8 +484,7 @@ def build_ondisk(chunks: Chunks, path: str | Path, config: LargeIndexConfig | No
         shards, sources = _read_shards(writer.files)
         lists = _lists_path(path, _next_generation(path))
         index = _merge(trained, sources, lists)
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = min(config.nprobe, int(ivf.nlist))
+        set_search_depth(index, config.nprobe)
         _commit(index, path, lists)
         stats.merge_s = time.perf_counter() - t
         del index, shards, sources
@@ -423,8 +514,7 @@ def open_ondisk(path: str | Path, nprobe: int | None = None) -> faiss.Index:
     except RuntimeError as e:
         raise InputError(path, f"cannot read FAISS index ({e})") from None
     if nprobe is not None:
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = min(int(nprobe), int(ivf.nlist))
+        set_search_depth(index, nprobe)
     return index
 
 
@@ -457,7 +547,7 @@ def extend_ondisk(path: str | Path, chunks: Iterable[np.ndarray], *, shard_size:
             shards, sources = _read_shards(writer.files)
             lists = _lists_path(path, max(_generation(current), _next_generation(path) - 1) + 1)
             index = _merge(trained, [ivf_now.invlists, *sources], lists)
-            faiss.extract_index_ivf(index).nprobe = int(ivf_now.nprobe)
+            set_search_depth(index, int(ivf_now.nprobe))
             _commit(index, path, lists)
             stats.merge_s = time.perf_counter() - t
             stats.shards = len(writer.files)
@@ -491,4 +581,5 @@ __all__ = [
     "resident_bytes",
     "train_index",
     "trained_part",
+    "kept_variance",
 ]
