@@ -36,14 +36,14 @@ TINY = WorldConfig(num_scenes=2, train_traversals=2, frames_per_train_traversal=
                    width=320, height=240, focal=262.5, seed=3)
 
 
-def build(world: Path, out: Path, threads: int, cluster: str | None, chunk_size: int) -> float:
+def build(world: Path, out: Path, threads: int, cluster: str | None, chunk_size: int | None) -> float:
     """Seconds of one ``visloc map build`` process (the map folder is removed first)."""
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads))
     cmd = [str(VISLOC), "-q", "map", "build", str(world), "--split", "train", "--out", str(out)]
     if cluster:
-        cmd += ["--cluster", cluster, "--chunk-size", str(chunk_size)]
+        cmd += ["--cluster", cluster] + (["--chunk-size", str(chunk_size)] if chunk_size else [])
     t = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", choices=("default", "tiny"), default="default")
     parser.add_argument("--workers", type=int, default=2, help="cluster workers = plain threads")
-    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=None, help="images a task (default: visloc's)")
     parser.add_argument("--repeats", type=int, default=5, help="builds of each kind, interleaved (best and median)")
     parser.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown file to append the results to")
@@ -141,7 +141,7 @@ def main() -> None:
         f"`{command}` ({datetime.date.today()}):",
         "",
         f"{args.world} world, {images} database images; {args.workers} cores: plain with {args.workers} threads, "
-        f"cluster local:{args.workers} x 1 thread, chunks of {args.chunk_size}; best of {args.repeats}; "
+        f"cluster local:{args.workers} x 1 thread, chunks of {args.chunk_size or 'the default size'}; best of {args.repeats}; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end",
         "",

@@ -252,7 +252,9 @@ def map_build(
     cluster: Annotated[str | None, typer.Option(
         help="Run the per-image work as Dask tasks: local:N (N worker processes here) or tcp://SCHEDULER:PORT "
              "(docs/scale.md).")] = None,
-    chunk_size: Annotated[int, typer.Option(help="--cluster: database images per task.")] = 32,
+    chunk_size: Annotated[int | None, typer.Option(
+        help="--cluster: database images per task (default: 32, fewer on maps under 2,048 images: 64 tasks of "
+             "at least 4).")] = None,
 ) -> None:
     """Build a map: local features, global descriptors + FAISS index, 3D points, poses and cameras."""
     from .localization import MapConfig, build_map

@@ -205,3 +205,10 @@ def test_cluster_network_descriptors_equal_the_plain_build(client, tiny_world: P
     build_map(tiny_world, tmp_path / "plain", config, split="train")
     build_map_on_cluster(tiny_world, tmp_path / "cluster", client, config, split="train", chunk_size=16)
     same_map(tmp_path / "cluster", tmp_path / "plain")
+
+
+def test_default_task_size_gives_small_maps_many_tasks() -> None:
+    """32 images a task, or fewer (at least 4) so that a map has 64 tasks: ceil(360 / 64) = 6."""
+    from visloc.localization.cluster import task_size
+
+    assert [task_size(n) for n in (1, 10, 256, 257, 360, 1500, 2048, 2049, 10**6)] == [4, 4, 4, 5, 6, 24, 32, 32, 32]

@@ -5,7 +5,8 @@ Imported only when a cluster is asked for: without ``--cluster`` nothing here (n
 ``build_map_on_cluster`` runs the per-image phases of a map build as tasks and the rest on the client:
 
 a. local features (and per-image global descriptors): the database names, sorted, in chunks of
-   ``chunk_size`` images; each task writes its chunk as a shard folder ``MAP/shards/KKKKK-of-NNNNN/``
+   ``chunk_size`` images (by default :func:`task_size`: 32, fewer on small maps so that the workers finish
+   together); each task writes its chunk as a shard folder ``MAP/shards/KKKKK-of-NNNNN/``
    (:func:`~visloc.localization.shards.write_shard`: atomic files, manifest last) and returns its path.
    A chunk whose shard is complete is not submitted again, so a rerun after an interrupted client resumes;
    Dask reruns the tasks of a worker that dies.
@@ -147,6 +148,22 @@ def dask_mapper(client: Client, chunk_size: int) -> Mapper:
     return mapper
 
 
+#: Default images a task: at most this many ...
+MAX_TASK_IMAGES = 32
+#: ... at least this many ...
+MIN_TASK_IMAGES = 4
+#: ... and this many tasks where the images allow it (the last tasks then leave a worker idle for a few
+#: images' time, not for a whole chunk of 32).
+TARGET_TASKS = 64
+
+
+def task_size(num_images: int) -> int:
+    """The default images per task of a map build of ``num_images`` images: ``MAX_TASK_IMAGES``, or fewer (not
+    below ``MIN_TASK_IMAGES``) so that there are ``TARGET_TASKS`` tasks. It depends on the images only, so a
+    rerun with another number of workers finds the same shards."""
+    return min(MAX_TASK_IMAGES, max(MIN_TASK_IMAGES, math.ceil(num_images / TARGET_TASKS)))
+
+
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -158,7 +175,7 @@ def build_map_on_cluster(
     config: M.MapConfig = M.MapConfig(),
     split: str | None = None,
     triangulation: TriangulationConfig = TriangulationConfig(),
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     on_chunk_done: Callable[[int, Path], None] | None = None,
     **dataset_options: Any,
 ) -> MapSummary:
@@ -167,13 +184,13 @@ def build_map_on_cluster(
     Args:
         cluster: ``local:N``, a scheduler address ``tcp://HOST:PORT`` (the workers must see ``data`` and
             ``out`` at the same paths), or a :class:`distributed.Client`.
-        chunk_size: database images per task.
+        chunk_size: database images per task (default: :func:`task_size` of the data set).
         on_chunk_done: called with (chunk index, shard folder) as each chunk's shard completes.
     """
     t0 = time.perf_counter()
     if isinstance(cluster, str):
         parse_cluster(cluster)  # a bad address is refused before any work
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"chunk size {chunk_size}: need at least 1 image per task")
     out = Path(out).resolve()
     # the dataset is listed on a thread while the cluster starts and its workers import visloc: these fixed
@@ -189,6 +206,7 @@ def build_map_on_cluster(
             wait(warming, timeout=120)  # a clean shutdown: no worker stopped in the middle of its imports
             raise
         signature = build_signature(plan, dataset_options)
+        chunk_size = chunk_size or task_size(len(plan.frames))
         by_name = {f.name: f for f in plan.frames}
         count = max(1, math.ceil(len(plan.frames) / chunk_size))
         specs = [ShardSpec(k, count) for k in range(count)]
