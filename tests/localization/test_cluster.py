@@ -20,7 +20,8 @@ from visloc.cli import app
 from visloc.datasets import load_frames
 from visloc.errors import ConfigError
 from visloc.localization import build_map, localize
-from visloc.localization.cluster import SHARDS_DIR, build_map_on_cluster, parse_cluster, warm_up
+from visloc.localization.cluster import (LOCAL_WORKER_ENV, SHARDS_DIR, build_map_on_cluster, connect, parse_cluster,
+                                        warm_up)
 
 distributed = pytest.importorskip("distributed")
 
@@ -39,6 +40,47 @@ def test_parse_cluster() -> None:
     for bad in ("local:0", "local:x", "10.0.0.1:8786"):
         with pytest.raises(ConfigError, match="--cluster"):
             parse_cluster(bad)
+
+
+def _worker_state() -> tuple[dict[str, str | None], int]:
+    """In a worker, after a task's set-up: its thread-pool environment, and the page faults of a steady image
+    pipeline's allocations (large buffers allocated and freed again and again: tests/test_runtime.py)."""
+    import resource
+
+    from visloc.localization.cluster import _single_threaded
+
+    _single_threaded()
+
+    def churn() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(10):
+            arrays = [np.ones(15 * 1024 * 1024 // 8) for _ in range(3)]
+            del arrays
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    churn()
+    return {k: os.environ.get(k) for k in LOCAL_WORKER_ENV}, churn()
+
+
+def test_local_workers_have_one_thread_pools_and_the_tuned_malloc(monkeypatch) -> None:
+    """``local:N`` workers load OpenMP/BLAS with one thread even when the client's environment asks for more (Dask's
+    own defaults yield to it), the client's environment is left as it was, and a task runs with the command line's
+    malloc tuning (untuned, each round faults its 45 MiB back in: > 10,000 faults)."""
+    import cloudpickle
+
+    for name in LOCAL_WORKER_ENV:
+        monkeypatch.setenv(name, "3")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        with connect("local:2") as c:
+            states = list(c.run(_worker_state).values())
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert len(states) == 2
+    for env, faults in states:
+        assert env == LOCAL_WORKER_ENV
+        assert faults < 1000
+    assert all(os.environ[name] == "3" for name in LOCAL_WORKER_ENV)
 
 
 #: Evaluated in a worker (the tests' modules are not importable there): are the build modules imported?

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -94,21 +95,51 @@ def connect(cluster: str | Client) -> Iterator[Client]:
             logging.getLogger("distributed").setLevel(logging.WARNING)
             stack.enter_context(dask.config.set({"logging.distributed": "warning"}))  # the workers started here
         if kind == "local":
-            lc = stack.enter_context(LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                                  dashboard_address=":0", env={"TQDM_DISABLE": "1"}))
+            with _environ(LOCAL_WORKER_ENV):  # the nannies keep it for a worker they restart
+                local = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     env={"TQDM_DISABLE": "1"})
+            lc = stack.enter_context(local)
             yield stack.enter_context(Client(lc))
         else:
             yield stack.enter_context(Client(value))
 
 
 def _single_threaded() -> None:
-    """One thread per task in a worker process (the worker gives each task its own core)."""
+    """One thread per task in a worker process (the worker gives each task its own core), and the malloc
+    tuning of the command line (:func:`~visloc.runtime.tune_malloc`: without it every image buffer is
+    page-faulted in again, 7-9 s of kernel time per worker on the default world's map)."""
     import cv2
     import torch
 
+    from ..runtime import tune_malloc
+
+    global _tuned
+    if not _tuned:
+        _tuned = tune_malloc() or True
     cv2.setNumThreads(1)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+_tuned = False
+
+#: The environment of the workers of ``local:N``: one-thread OpenMP/BLAS pools, read by the libraries when they
+#: load (Dask's ``pre-spawn-environ`` holds the same values but yields to the client's own, e.g. a plain
+#: build's ``OMP_NUM_THREADS=2``: two such pools per worker spin against each other on N cores).
+LOCAL_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``values`` in the block (the worker processes started there inherit them),
+    restored after (a Dask nanny also writes its start-up environment into it)."""
+    before = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def _warm() -> None:
