@@ -111,17 +111,28 @@ def _single_threaded() -> None:
     import cv2
     import torch
 
-    from ..runtime import tune_malloc
-
-    global _tuned
-    if not _tuned:
-        _tuned = tune_malloc() or True
+    _tune_once()
     cv2.setNumThreads(1)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
 
 
 _tuned = False
+
+
+def _tune_once() -> None:
+    """:func:`~visloc.runtime.tune_malloc` in this worker process, at its first task."""
+    global _tuned
+    if not _tuned:
+        from ..runtime import tune_malloc
+
+        _tuned = tune_malloc() or True
+
+
+def _tuned_task(task: Callable[..., list], *args: Any) -> list:
+    _tune_once()
+    return task(*args)
+
 
 #: The environment of the workers of ``local:N``: one-thread OpenMP/BLAS pools, read by the libraries when they
 #: load (Dask's ``pre-spawn-environ`` holds the same values but yields to the client's own, e.g. a plain
@@ -279,6 +290,7 @@ def map_chunks(cluster: str | Client, task: Callable[..., list], common: tuple, 
     """``task(*common, chunk)`` for chunks of ``chunk_size`` items as Dask tasks; yields the elements of the
     lists they return, in the items' order (``localize --cluster``: :func:`~.localize.localize_chunk`)."""
     with connect(cluster) as client:
-        futures = [client.submit(task, *common, chunk, pure=False) for chunk in _chunks(list(items), chunk_size)]
+        futures = [client.submit(_tuned_task, task, *common, chunk, pure=False)
+                   for chunk in _chunks(list(items), chunk_size)]
         for future in futures:
             yield from future.result()
