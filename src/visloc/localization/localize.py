@@ -33,6 +33,7 @@ from ..io.images import read_image
 from ..io.lock import run_lock
 from ..io.pairs import read_pair_scores, read_pairs, scores_sidecar, write_pairs
 from ..io.poses import write_poses
+from ..runtime import torch_threads
 from .dense_match import DenseQueryMatcher
 from .estimators import QueryEvidence, estimators
 from .map import Map, read_local_features
@@ -437,9 +438,13 @@ _WORKER_STATE: dict[str, tuple[Localizer, _StageInputs]] = {}
 
 
 def localize_chunk(map_dir: str, config: LocalizeConfig, inputs: tuple[str | None, str | None, str | None],
-                   frames: list[Frame]) -> list[_Outcome]:
+                   threads: int, frames: list[Frame]) -> list[_Outcome]:
     """Localize ``frames`` against the map in ``map_dir``: a cluster task (the map is opened once per
-    worker process and kept for its next chunks; a rebuilt map, another config or other inputs reopen it)."""
+    worker process and kept for its next chunks; a rebuilt map, another config or other inputs reopen it).
+
+    ``threads``: torch's intra-op threads of the client. A network (``relpose``'s encoder and regression head)
+    sums in an order that depends on it (:func:`~visloc.runtime.torch_threads`), so the worker uses the
+    client's count: its poses are the plain run's bit for bit, not 1e-9 apart."""
     manifest = Path(map_dir) / "map.json"
     stamp = manifest.stat().st_mtime_ns if manifest.is_file() else None
     key = json.dumps([map_dir, stamp, dataclasses.asdict(config), inputs], default=str, sort_keys=True)
@@ -451,7 +456,8 @@ def localize_chunk(map_dir: str, config: LocalizeConfig, inputs: tuple[str | Non
         _WORKER_STATE[key] = (Localizer(map_dir, config),
                               _StageInputs(*(Path(p) if p is not None else None for p in inputs)))
     localizer, given = _WORKER_STATE[key]
-    return [_localize_frame(localizer, frame, given) for frame in frames]
+    with torch_threads(threads):
+        return [_localize_frame(localizer, frame, given) for frame in frames]
 
 
 def _cluster_outcomes(cluster: Any, localizer: Localizer, frames: list[Frame], given: _StageInputs) -> Iterator[_Outcome]:
@@ -461,8 +467,10 @@ def _cluster_outcomes(cluster: Any, localizer: Localizer, frames: list[Frame], g
     # absolute paths: a worker of a remote cluster need not share this process's working folder
     sent = [dataclasses.replace(f, image_path=Path(f.image_path).resolve()) for f in frames]
     as_given = {f.name: f.image_path for f in frames}  # skipped images are reported as the plain run does
-    for outcome in map_chunks(cluster, localize_chunk, (str(localizer.map.root.resolve()), localizer.config,
-                                                        given.paths), sent):
+    import torch
+
+    common = (str(localizer.map.root.resolve()), localizer.config, given.paths, torch.get_num_threads())
+    for outcome in map_chunks(cluster, localize_chunk, common, sent):
         if outcome.skipped is not None:
             outcome = dataclasses.replace(outcome, skipped=dataclasses.replace(
                 outcome.skipped, path=as_given[outcome.skipped.name]))
