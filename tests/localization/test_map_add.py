@@ -177,6 +177,19 @@ def test_rerun_adds_nothing_and_leaves_the_map_untouched(extended, train: FrameS
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.iterdir()} == before
 
 
+def test_building_an_extended_map_again_is_refused_before_any_change(extended, train: FrameSet, tiny_map_config,
+                                                                    tmp_path: Path) -> None:
+    """A build over the extended folder from the map's own data set would write a manifest without the added
+    images: refused, naming the manifest and the count, the map left as it was."""
+    root, summary = extended
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.iterdir()}
+    with pytest.raises(InputError, match=f"{summary.num_added} images added by `visloc map add`") as refused:
+        build_map(_first(train), root, tiny_map_config)
+    assert refused.value.path == root / M.MANIFEST
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.iterdir()} == before
+    assert len(Map(root).names) == summary.num_images == 48
+
+
 def test_interrupted_commit_is_completed_by_the_next_run(extended, quarter: Path, train: FrameSet, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, same_map) -> None:
     root = _copy(quarter, tmp_path / "map")

@@ -113,3 +113,37 @@ def test_pairs_from_poses_angle_is_between_optical_axes() -> None:
 @pytest.mark.parametrize("poses", [{}, {"only": _cam(0.0)}])
 def test_pairs_from_poses_too_few(poses: dict) -> None:
     assert pairs_from_poses(poses, num_neighbors=3) == []
+
+
+def _dense_pairs(poses: dict[str, Pose], num_neighbors: int, max_angle_deg: float,
+                 max_distance: float | None) -> list[tuple[str, str]]:
+    """The definition, by brute force over the N x N distances and angles."""
+    names = list(poses)
+    out = set()
+    for a in names:
+        ranked = []
+        for b in names:
+            if b == a:
+                continue
+            d = float(np.linalg.norm(poses[a].center - poses[b].center))
+            angle = np.degrees(np.arccos(np.clip(poses[a].R[2] @ poses[b].R[2], -1.0, 1.0)))
+            if angle <= max_angle_deg and (max_distance is None or d <= max_distance):
+                ranked.append((d, b))
+        out |= {tuple(sorted((a, b))) for _, b in sorted(ranked)[:num_neighbors]}
+    return sorted(out)
+
+
+@pytest.mark.parametrize(("num_neighbors", "max_angle_deg", "max_distance"),
+                         [(1, 60.0, None), (5, 30.0, None), (10, 10.0, None), (5, 60.0, 1.5), (3, 180.0, None)])
+def test_pairs_from_poses_equals_the_brute_force_definition(num_neighbors: int, max_angle_deg: float,
+                                                            max_distance: float | None) -> None:
+    """Random cameras in a 10 m box looking anywhere: a narrow angle makes most nearest centres fail the filter,
+    so the k-d tree must look further for many images (and, with a distance limit, stop)."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(7)
+    rotations = Rotation.random(300, random_state=3).as_matrix()
+    poses = {f"im{i:03d}": Pose.from_world_from_cam(rotations[i], rng.uniform(0, 10, 3)) for i in range(300)}
+    got = pairs_from_poses(poses, num_neighbors, max_angle_deg, max_distance)
+    assert got == _dense_pairs(poses, num_neighbors, max_angle_deg, max_distance)
+    assert len(got) > 0

@@ -12,6 +12,7 @@ runs through a :data:`Mapper` (here by default, Dask tasks on a cluster).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -530,10 +531,26 @@ def build_map(
     return finish_build(plan, out, triangulation, t0=t0)
 
 
+def _refuse_extended(manifest: Path) -> None:
+    """A map that ``visloc map add`` extended holds images its data set does not give: building it again would
+    write a manifest without them (their features left behind, unindexed). Refused, before any change."""
+    try:
+        additions = json.loads(manifest.read_text()).get("additions")
+    except (OSError, ValueError, AttributeError):
+        return  # no finished map there (or not one of ours: the settings check after this speaks for it)
+    if additions:
+        count = sum(int(a.get("num_images", 0)) for a in additions)
+        sources = ", ".join(sorted({str(a.get("source", {}).get("path")) for a in additions}))
+        raise InputError(manifest, f"this map holds {count} images added by `visloc map add` (from {sources}): "
+                                   "building it again from its data set would drop them; build into a new folder "
+                                   "(from a data set that holds every image), or keep extending it with `map add`")
+
+
 def start_build(plan: BuildPlan, out: str | Path) -> Path:
     """Create the map folder, refuse one started with other settings, and mark it incomplete."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _refuse_extended(out / M.MANIFEST)
     _check_started_config(out / BUILD_CONFIG, plan.started_config())
     (out / M.MANIFEST).unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
     return out

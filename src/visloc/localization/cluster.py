@@ -242,6 +242,7 @@ def build_map_on_cluster(
         warming = warm_up(client)
         try:
             plan = planning.result()
+            start_build(plan, out)  # refuses a folder started with other settings before any task runs
         except BaseException:
             from distributed import wait
 
@@ -254,7 +255,6 @@ def build_map_on_cluster(
         specs = [ShardSpec(k, count) for k in range(count)]
         dirs = [out / SHARDS_DIR / f"{k:05d}-of-{count:05d}" for k in range(count)]
         chunks = [shard_slice(list(by_name), s) for s in specs]
-        start_build(plan, out)  # refuses a folder started with other settings before any task runs
         # a finished (or merged) map already holds these: a rerun extracts nothing again
         stored = set(list_h5_names(out / M.LOCAL_FEATURES)) & set(list_h5_names(out / M.GLOBAL_FEATURES))
         from distributed import as_completed
