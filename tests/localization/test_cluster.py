@@ -20,8 +20,14 @@ from visloc.cli import app
 from visloc.datasets import load_frames
 from visloc.errors import ConfigError
 from visloc.localization import build_map, localize
-from visloc.localization.cluster import (LOCAL_WORKER_ENV, SHARDS_DIR, build_map_on_cluster, connect, parse_cluster,
-                                        warm_up)
+from visloc.localization.cluster import (
+    LOCAL_WORKER_ENV,
+    SHARDS_DIR,
+    build_map_on_cluster,
+    connect,
+    parse_cluster,
+    warm_up,
+)
 
 distributed = pytest.importorskip("distributed")
 

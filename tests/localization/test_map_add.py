@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import faiss
 import numpy as np
 import pytest
 from typer.testing import CliRunner

@@ -45,7 +45,8 @@ from .triangulation import TriangulationConfig, triangulate_database
 logger = logging.getLogger(__name__)
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose output a map holds (recorded in its manifest)."""
     import cv2
     import faiss
     import poselib
@@ -99,7 +100,7 @@ def points_from_depth(frame: Frame, keypoints: np.ndarray) -> np.ndarray:
     return frame.pose.inverse().transform(p_cam).astype(np.float32)
 
 
-def _extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
+def extract_all(frames: list[Frame], out: Path, config: M.MapConfig, skipped: list[Skipped]) -> list[Frame]:
     """Local features of every image, and its global descriptor when that needs no fitting (it is
     computed from the image while the image is in memory).
 
@@ -341,8 +342,10 @@ def _points_from_colmap(frames: list[Frame], out: Path, model_dir: Path) -> None
                 COLMAP_RADIUS_PX)
 
 
-def _points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig,
+def points_stage(frames: list[Frame], out: Path, mode: str, triangulation: TriangulationConfig,
                   colmap_model: Path | None = None, mapper: Mapper = run_here) -> str:
+    """Write ``out``'s 3D points as ``mode`` says (``auto``: depth where every frame has it, else triangulate);
+    returns the mode used."""
     if mode == "auto":
         mode = "depth" if frames and all(f.depth_path is not None for f in frames) else "triangulate"
     if mode == "none":
@@ -405,9 +408,8 @@ def triangulate_points(out: Path, poses: dict[str, Pose], cameras: dict[str, Cam
 BUILD_CONFIG = "build_config.json"
 
 
-def _check_started_config(path: Path, current: dict) -> None:
-    import json
-
+def check_started_config(path: Path, current: dict) -> None:
+    """Record ``current`` in ``path`` (a folder's start-up settings), or refuse a folder started with others."""
     if path.is_file():
         try:
             started = json.loads(path.read_text())
@@ -417,7 +419,7 @@ def _check_started_config(path: Path, current: dict) -> None:
         if isinstance(started, dict) and isinstance(started.get("config"), dict):
             started["config"].setdefault("index", {})  # folders started before maps had an index setting
         if started is not None and started != now:
-            changed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _differences(started, now))
+            changed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in config_differences(started, now))
             raise ConfigError(
                 f"{path.parent}: this map folder was started with other settings ({changed}; see {path}); "
                 "build into a new folder or delete this one"
@@ -425,12 +427,12 @@ def _check_started_config(path: Path, current: dict) -> None:
     write_json(path, current)
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(dotted key, old value, new value)`` of every leaf that differs between two JSON-like dicts."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
@@ -551,7 +553,7 @@ def start_build(plan: BuildPlan, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _refuse_extended(out / M.MANIFEST)
-    _check_started_config(out / BUILD_CONFIG, plan.started_config())
+    check_started_config(out / BUILD_CONFIG, plan.started_config())
     (out / M.MANIFEST).unlink(missing_ok=True)  # the map is incomplete until the manifest is rewritten
     return out
 
@@ -566,14 +568,14 @@ def finish_build(plan: BuildPlan, out: str | Path, triangulation: TriangulationC
     config = plan.config
     out = start_build(plan, out)
     skipped = list(plan.skipped)
-    frames = _extract_all(plan.frames, out, config, skipped)
+    frames = extract_all(plan.frames, out, config, skipped)
     stored = set(list_h5_names(out / M.LOCAL_FEATURES))
     frames = [f for f in frames if f.name in stored]
     frameset = plan.frameset
     if not frames:
         raise InputError(frameset.root, "none of the database images could be read")
     _global_stage(frames, out, config, mapper)
-    points = _points_stage(frames, out, config.points, triangulation, frameset.colmap_model, mapper)
+    points = points_stage(frames, out, config.points, triangulation, frameset.colmap_model, mapper)
 
     write_poses(out / M.POSES, {f.name: f.pose for f in frames if f.pose is not None})
     write_cameras(out / M.CAMERAS, {f.name: f.camera for f in frames})
@@ -585,7 +587,7 @@ def finish_build(plan: BuildPlan, out: str | Path, triangulation: TriangulationC
         "points": points,
         "retrieval_only": plan.retrieval_only,
         "source": {"path": str(frameset.root), "format": frameset.format, "split": plan.split},
-        "versions": _versions(),
+        "versions": library_versions(),
         "names": [f.name for f in frames],
         "scenes": {f.name: f.scene for f in frames},
         "image_paths": {f.name: str(f.image_path) for f in frames},

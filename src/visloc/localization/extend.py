@@ -51,15 +51,15 @@ from ..io.poses import format_pose_line
 from . import map as M
 from .build import (
     Mapper,
-    _differences,
-    _extract_all,
-    _points_stage,
-    _versions,
+    config_differences,
+    extract_all,
     global_vectors,
+    library_versions,
+    points_stage,
     run_here,
     triangulate_points,
 )
-from .shards import _digest, _link_or_copy
+from .shards import file_digest, link_or_copy
 from .triangulation import TriangulationConfig
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def add_to_map(map_dir: str | Path, data: str | Path | FrameSet, split: str | No
 
 def _warn_versions(the_map: M.Map) -> None:
     """Warn when the libraries differ from the map's build (features of the new images may then differ)."""
-    changed = _differences(the_map.manifest.get("versions", {}), _versions())
+    changed = config_differences(the_map.manifest.get("versions", {}), library_versions())
     if changed:
         logger.warning("%s was built with other library versions (%s): the added images' features may differ "
                        "slightly from the build's", the_map.root,
@@ -220,7 +220,7 @@ def _start_staging(the_map: M.Map, plan: AddPlan) -> Path:
     """The staging folder of this addition: resumed when it holds the same one (same map state, data set
     folder and images), else started afresh from (links to) the map's files."""
     staging = the_map.root / M.ADD_STAGING
-    record = {"base": _digest(the_map.root / M.MANIFEST), "source": str(Path(plan.frameset.root).resolve()),
+    record = {"base": file_digest(the_map.root / M.MANIFEST), "source": str(Path(plan.frameset.root).resolve()),
               "names": [f.name for f in plan.frames]}
     if staging.is_dir():
         try:
@@ -238,7 +238,7 @@ def _start_staging(the_map: M.Map, plan: AddPlan) -> Path:
     write_json(staging / ADD_RECORD, record)
     for name in SOURCE_FILES:
         if (the_map.root / name).is_file() and not (staging / name).exists():
-            _link_or_copy(the_map.root / name, staging / name)
+            link_or_copy(the_map.root / name, staging / name)
     return staging
 
 
@@ -247,7 +247,7 @@ def _stage(the_map: M.Map, plan: AddPlan, staging: Path, mapper: Mapper) -> tupl
     (none when no image could be read: nothing is then recorded) and the images skipped."""
     config = the_map.config
     skipped = list(plan.skipped)
-    extracted = _extract_all(plan.frames, staging, config, skipped)
+    extracted = extract_all(plan.frames, staging, config, skipped)
     stored = set(list_h5_names(staging / M.LOCAL_FEATURES))
     frames = [f for f in extracted if f.name in stored]
     if not frames:
@@ -268,12 +268,12 @@ def _stage(the_map: M.Map, plan: AddPlan, staging: Path, mapper: Mapper) -> tupl
         "source": {"path": str(plan.frameset.root), "format": plan.frameset.format, "split": plan.split},
         "num_images": len(frames),
         "skipped": [{"name": s.name, "path": str(s.path), "reason": s.reason} for s in skipped],
-        "versions": _versions(),
+        "versions": library_versions(),
     }]
     write_json(staging / M.MANIFEST, manifest)
     files = ([lists.name] if lists is not None else []) + [n for n in STAGED_FILES if (staging / n).is_file()]
     replaced = the_map.index.lists_file  # an on-disk index's lists file, which the new one replaces
-    write_json(staging / M.ADD_COMMIT, {"base": _digest(the_map.root / M.MANIFEST), "files": files,
+    write_json(staging / M.ADD_COMMIT, {"base": file_digest(the_map.root / M.MANIFEST), "files": files,
                                         "stale": [replaced.name] if replaced is not None else []})
     return frames, skipped
 
@@ -292,8 +292,8 @@ def _stage_index(the_map: M.Map, staging: Path, vectors: np.ndarray, names: list
         return None
     from ..retrieval.large_index import extend_ondisk
 
-    _link_or_copy(the_map.root / M.GLOBAL_INDEX, target)
-    _link_or_copy(lists, staging / lists.name)
+    link_or_copy(the_map.root / M.GLOBAL_INDEX, target)
+    link_or_copy(lists, staging / lists.name)
     extend_ondisk(target, [vectors])  # replaces the staged index file and the staged link of the old lists
     return next(p for p in staging.glob("*.ivfdata") if p.name != lists.name)
 
@@ -307,7 +307,7 @@ def _stage_points(the_map: M.Map, plan: AddPlan, frames: list[Frame], staging: P
         cameras = {**the_map.cameras, **{f.name: f.camera for f in frames}}
         triangulate_points(staging, poses, cameras, triangulation, mapper, targets=[f.name for f in frames])
     elif mode in ("depth", "colmap"):
-        _points_stage(frames, staging, mode, triangulation, plan.frameset.colmap_model, mapper)
+        points_stage(frames, staging, mode, triangulation, plan.frameset.colmap_model, mapper)
 
 
 def _appended(path: Path, lines: list[str]) -> str:
@@ -345,7 +345,7 @@ def finish_pending_add(root: str | Path) -> bool:
         return False
     record = json.loads((staging / M.ADD_COMMIT).read_text())
     manifest = root / M.MANIFEST
-    if manifest.is_file() and (staging / M.MANIFEST).is_file() and _digest(manifest) != record["base"]:
+    if manifest.is_file() and (staging / M.MANIFEST).is_file() and file_digest(manifest) != record["base"]:
         logger.warning("discarding %s: staged for another state of the map", staging)
         shutil.rmtree(staging)
         return False

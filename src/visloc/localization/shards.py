@@ -50,11 +50,11 @@ from .build import (
     BuildPlan,
     Mapper,
     MapSummary,
-    _check_started_config,
-    _differences,
-    _extract_all,
-    _versions,
+    check_started_config,
+    config_differences,
+    extract_all,
     finish_build,
+    library_versions,
     plan_build,
     run_here,
     start_build,
@@ -124,7 +124,7 @@ def build_signature(plan: BuildPlan, dataset_options: dict[str, Any]) -> dict[st
         "split": plan.split,
         "source": str(Path(plan.frameset.root).resolve()),
         "dataset_options": _encode_options(dataset_options),
-        "versions": _versions(),
+        "versions": library_versions(),
         "num_images": len(names),
         "names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
     }
@@ -166,13 +166,13 @@ def write_shard(frames: list[Frame], out: str | Path, config: M.MapConfig, signa
     out.mkdir(parents=True, exist_ok=True)
     # one live writer per shard (a task still running for an interrupted client, a duplicated array job)
     with run_lock(out / SHARD_LOCK, f"the shard {out}"):
-        _check_started_config(out / BUILD_CONFIG, {"signature": signature, "shard": [shard.index, shard.count],
+        check_started_config(out / BUILD_CONFIG, {"signature": signature, "shard": [shard.index, shard.count],
                                                    "assigned": assigned})
         (out / SHARD_MANIFEST).unlink(missing_ok=True)
         for leftover in out.glob(".*.tmp"):  # a file being written when a run was killed
             leftover.unlink(missing_ok=True)
         skipped: list[Skipped] = []
-        extracted = _extract_all(sorted(frames, key=lambda f: f.name), out, config, skipped)
+        extracted = extract_all(sorted(frames, key=lambda f: f.name), out, config, skipped)
         write_json(out / SHARD_MANIFEST, {
             "format": SHARD_FORMAT,
             "version": 1,
@@ -209,7 +209,8 @@ def build_shard(data: str | Path, out: str | Path, shard: ShardSpec, config: M.M
     return ShardSummary(out, shard, len(manifest.get("names", [])), list(manifest.get("skipped", [])), seconds)
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes (hex)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -228,7 +229,7 @@ def _load_shards(shards: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
         loaded.append((Path(shard), manifest))
     first, reference = loaded[0]
     for shard, manifest in loaded[1:]:
-        diff = _differences(reference["signature"], manifest["signature"])
+        diff = config_differences(reference["signature"], manifest["signature"])
         if diff:
             changed = "; ".join(f"{key}: {old!r} in {first} vs {new!r}" for key, old, new in diff)
             raise ConfigError(f"{shard}: built with other settings than {first} ({changed}); rebuild it with the "
@@ -243,7 +244,7 @@ def _load_shards(shards: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(loaded, key=lambda sm: (sm[1]["assigned"][:1], str(sm[0])))
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes ``src``'s content, atomically: a hard link where the file system allows it (feature files
     are never changed in place: they are replaced), else a copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def merge_into(plan: BuildPlan, shards: list[Path], out: str | Path,
             src = shard / file
             if src.is_file() and list_h5_names(src):
                 # where ShardedH5Writer keeps flushed shards: finish_build's extraction merges them atomically
-                _link_or_copy(src, out / (file + ".shards") / f"merge-{k:05d}.h5")
+                link_or_copy(src, out / (file + ".shards") / f"merge-{k:05d}.h5")
     return finish_build(plan, out, triangulation, mapper, t0=t0)
 
 
@@ -286,7 +287,7 @@ def merge_shards(shards: list[str | Path], out: str | Path, triangulation: Trian
     signature = loaded[0][1]["signature"]
     out = Path(out)
     record = {"signature": signature,
-              "shards": [{"path": str(s.resolve()), "sha256": _digest(s / SHARD_MANIFEST)} for s, _ in loaded]}
+              "shards": [{"path": str(s.resolve()), "sha256": file_digest(s / SHARD_MANIFEST)} for s, _ in loaded]}
     manifest_path = out / M.MANIFEST
     if manifest_path.is_file() and (out / MERGED).is_file():
         try:

@@ -575,11 +575,11 @@ __all__ = [
     "LargeIndexConfig",
     "build_ondisk",
     "extend_ondisk",
+    "kept_variance",
     "ondisk_bytes",
     "open_ondisk",
     "reservoir_sample",
     "resident_bytes",
     "train_index",
     "trained_part",
-    "kept_variance",
 ]
