@@ -2,7 +2,8 @@
 
 The plain ``visloc map build`` runs with N threads (``OMP_NUM_THREADS`` / OpenCV / torch = N), the cluster
 build with ``--cluster local:N`` (N worker processes of one thread each); both as fresh ``visloc``
-processes, so interpreter start, imports and (for the cluster) starting the workers are counted. Checks
+processes, so interpreter start, imports and (for the cluster) starting the workers are counted; with N below
+the machine's CPUs every process is kept on N of them (CPU affinity), so the cores are equal. Checks
 that the two maps are the same bit for bit, prints the times and the engine's overhead
 ``cluster / plain - 1``, and with ``--out`` appends a block to that Markdown file. The machine load is
 recorded: these shared machines are noisy; run it on an idle one (``uptime`` load < 1).
@@ -36,6 +37,15 @@ TINY = WorldConfig(num_scenes=2, train_traversals=2, frames_per_train_traversal=
                    width=320, height=240, focal=262.5, seed=3)
 
 
+def on_cores(cores: int):
+    """A ``preexec_fn`` that keeps a process and its children on the first ``cores`` CPUs (``None`` when that
+    is all of them): OpenCV's own thread pool ignores ``OMP_NUM_THREADS``, so a "one-thread" plain build
+    would otherwise run SIFT on every core of the machine."""
+    if cores >= (os.cpu_count() or 1) or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, set(range(cores)))
+
+
 def build(world: Path, out: Path, threads: int, cluster: str | None, chunk_size: int | None) -> float:
     """Seconds of one ``visloc map build`` process (the map folder is removed first)."""
     shutil.rmtree(out, ignore_errors=True)
@@ -45,7 +55,7 @@ def build(world: Path, out: Path, threads: int, cluster: str | None, chunk_size:
     if cluster:
         cmd += ["--cluster", cluster] + (["--chunk-size", str(chunk_size)] if chunk_size else [])
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, preexec_fn=on_cores(threads))
     return time.perf_counter() - t
 
 
@@ -62,7 +72,8 @@ class StandingCluster:
         scheduler_file.unlink(missing_ok=True)
         self.processes = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
                                             "--scheduler-file", str(scheduler_file)], env=env,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           preexec_fn=on_cores(workers))]
         deadline = time.monotonic() + 60
         while not scheduler_file.is_file():
             if time.monotonic() > deadline:
@@ -70,7 +81,7 @@ class StandingCluster:
             time.sleep(0.2)
         self.processes.append(subprocess.Popen(
             [str(dask), "worker", "--scheduler-file", str(scheduler_file), "--nworkers", str(workers), "--nthreads",
-             "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=on_cores(workers)))
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(workers, timeout=120)
             self.address = client.scheduler.address
@@ -145,14 +156,15 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end",
         "",
-        "| build | seconds (each run, in order) | best | median | identical map |",
-        "|---|---|---:|---:|---|",
-        f"| plain `visloc map build` | {', '.join(f'{t:.1f}' for t in plain)} | {best_plain:.1f} | {med_plain:.1f} | |",
+        "| build | seconds (each run, in order) | best | median | images/s (median) | identical map |",
+        "|---|---|---:|---:|---:|---|",
+        f"| plain `visloc map build` | {', '.join(f'{t:.1f}' for t in plain)} | {best_plain:.1f} | {med_plain:.1f} | "
+        f"{images / med_plain:.2f} | |",
         f"| `--cluster local:{args.workers}` | {', '.join(f'{t:.1f}' for t in cluster)} | {best_cluster:.1f} | "
-        f"{med_cluster:.1f} | {'yes' if identical else 'NO'} |",
+        f"{med_cluster:.1f} | {images / med_cluster:.2f} | {'yes' if identical else 'NO'} |",
         f"| `--cluster tcp://...` ({args.workers} one-thread workers started before) | "
         f"{', '.join(f'{t:.1f}' for t in standing)} | {best_standing:.1f} | {med_standing:.1f} | "
-        f"{'yes' if identical_standing else 'NO'} |",
+        f"{images / med_standing:.2f} | {'yes' if identical_standing else 'NO'} |",
         "",
         f"engine overhead (cluster / plain - 1), best of each: {100 * overhead:+.1f} % with `local:{args.workers}` "
         f"(its worker start-up counted), {100 * (best_standing / best_plain - 1):+.1f} % on a cluster that was "
