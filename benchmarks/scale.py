@@ -411,7 +411,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--build-world", choices=("tiny", "default", "none"), default="tiny",
-                        help="embedded world whose map build gives the per-image cost (if scale_build.md lacks it)")
+                        help="embedded world whose map build gives the per-image time when docs/results/"
+                             "scale_build.md lacks it; 'none': that time from scale_build.md only (nothing projected "
+                             "without it), the default world still mapped once for the map bytes per image")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the indexes in the work folder")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json")
