@@ -261,7 +261,7 @@ def kept_variance(index: faiss.Index) -> float | None:
     """The share of its training sample's variance that the PCA of a trained ``index`` keeps (``None``
     without a PCA). Choose ``pca_dim`` where it reaches about 0.99: the dimensions dropped beyond are noise
     to the ranking, and every kept one takes PQ bits (on the benchmark's 64-D-latent mixture, 64 dimensions
-    with 7 bits each beat 96 with 4 bits each at the same bytes: docs/results/scale.md)."""
+    with 6 bits each beat 96 with 4 bits each at the same 48 bytes: docs/results/scale.md)."""
     outer = faiss.downcast_index(index)
     if not isinstance(outer, faiss.IndexPreTransform):
         return None
@@ -292,8 +292,6 @@ def _train_two_level(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray
     ivf.quantizer.train(centroids)
     ivf.quantizer.add(centroids)
     index.train(sample)  # the transforms are trained and the quantizer full: this trains the PQ only
-
-
 
 
 def _empty_like(trained: faiss.Index) -> faiss.Index:
