@@ -90,14 +90,16 @@ def connect(cluster: str | Client) -> Iterator[Client]:
         raise ConfigError("--cluster runs on Dask: install it with `pip install 'visloc[cluster]'` "
                           "(dask.distributed)") from None
 
+    debug = logger.isEnabledFor(logging.DEBUG)
     with contextlib.ExitStack() as stack:
-        if not logger.isEnabledFor(logging.DEBUG):  # Dask's start/stop chatter, unless visloc logs debug messages
+        if not debug:  # Dask's start/stop chatter, unless visloc logs debug messages
             logging.getLogger("distributed").setLevel(logging.WARNING)
-            stack.enter_context(dask.config.set({"logging.distributed": "warning"}))  # the workers started here
+            stack.enter_context(dask.config.set({"logging.distributed": "warning"}))
         if kind == "local":
             with _environ(LOCAL_WORKER_ENV):  # the nannies keep it for a worker they restart
+                # the workers' own log: errors only (a Ctrl-C made each warn of its cancelled task), all with -v
                 local = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                     env={"TQDM_DISABLE": "1"})
+                                     env={"TQDM_DISABLE": "1"}, silence_logs=logging.DEBUG if debug else logging.ERROR)
             lc = stack.enter_context(local)
             yield stack.enter_context(Client(lc))
         else:
